@@ -1,0 +1,36 @@
+# Two commands on a fresh clone: `make test` and `make demo`. Both create .venv and install what they need.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.medkit-installed
+# Every first-party plugin under plugins/ and every example plugin installs beside the core.
+PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml examples/*/pyproject.toml))
+DEMO ?= example
+
+.PHONY: install test demo lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml $(addsuffix /pyproject.toml,$(PLUGIN_DIRS))
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	$(PIP) install --quiet --no-build-isolation -e ".[test]" $(foreach dir,$(PLUGIN_DIRS),-e ./$(dir))
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest
+
+demo: install
+	$(VENV)/bin/medkit run $(DEMO)
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: install
+	$(PY) benchmarks/cli_startup.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info runs

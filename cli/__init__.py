@@ -1,0 +1,1 @@
+"""The ``medkit`` command line: a thin Typer layer over the core; heavy imports happen inside commands."""

@@ -1,0 +1,309 @@
+"""Typed recipe configuration: the schema, the layers that set it, and validation with messages for people.
+
+A recipe's options are a dataclass deriving from :class:`RecipeConfig`; nested dataclasses make sections
+(``optim.lr``). Values arrive in layers - recipe defaults < config files < ``--set key.path=value`` < explicit
+flags - and every key and type is checked against the schema before any work starts. Errors name the key, the
+layer it came from, what was expected, and the valid keys nearby.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Iterator
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from .errors import UsageError
+from .suggest import close_matches, did_you_mean
+
+
+def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING) -> Any:
+    """A config field with a help text (shown by ``medkit run PLUGIN --help``)."""
+    return field(default=default, default_factory=default_factory, metadata={"help": help})
+
+
+@dataclass(kw_only=True)
+class RecipeConfig:
+    """Options every recipe has; the CLI flags ``--data --out --seed --device`` set these keys."""
+
+    data: Path | None = option(None, help="input data (a file or folder); none: the embedded default data")
+    out: Path | None = option(None, help="run directory; default runs/<plugin>/<time>-<arch or recipe>")
+    seed: int = option(0, help="seed of every random generator; the same seed gives the same run")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", help="auto picks cuda when a GPU is present")
+
+
+@dataclass(kw_only=True)
+class OptimizerConfig:
+    """The optimiser and learning-rate schedule of a gradient recipe."""
+
+    name: Literal["adam", "adamw", "sgd"] = option("adam", help="optimiser")
+    lr: float = option(1e-3, help="learning rate")
+    weight_decay: float = option(0.0, help="weight decay (decoupled for adamw)")
+    momentum: float = option(0.9, help="momentum (sgd only)")
+    scheduler: Literal["none", "cosine", "step"] = option("none", help="learning-rate schedule over epochs")
+    step_size: int = option(5, help="step: epochs between decays")
+    gamma: float = option(0.9, help="step: decay factor")
+
+
+@dataclass(kw_only=True)
+class TrainingConfig(RecipeConfig):
+    """Options of a gradient-training recipe; the flags --arch and --epochs set ``arch`` and ``epochs``."""
+
+    arch: str = option(help="architecture name (--arch)")
+    model: dict[str, Any] = option(
+        default_factory=dict, help="keyword options of the architecture, e.g. --set model.width=32"
+    )
+    epochs: int = option(10, help="number of epochs")
+    batch_size: int = option(8, help="samples per batch (per process under torchrun)")
+    optim: OptimizerConfig = option(default_factory=OptimizerConfig, help="optimiser and schedule")
+    patience: int | None = option(None, help="stop after this many epochs without improvement; null: never")
+    monitor: str = option("val/loss", help="figure that picks the best checkpoint and drives early stopping")
+    monitor_mode: Literal["min", "max"] = option("min", help="whether the monitored figure should fall or rise")
+    num_workers: int = option(0, help="DataLoader worker processes")
+    amp: bool = option(True, help="mixed precision on CUDA (ignored on CPU)")
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    path: str
+    type: Any
+    default: Any
+    help: str
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def iter_fields(cls: type, prefix: str = "") -> Iterator[FieldInfo]:
+    """Every leaf option of the schema, with its dotted path, in declaration order."""
+    hints = _hints(cls)
+    for f in fields(cls):
+        tp, path = hints[f.name], f"{prefix}{f.name}"
+        if is_dataclass(tp):
+            yield from iter_fields(tp, f"{path}.")
+        else:
+            yield FieldInfo(path, tp, _default_of(f), f.metadata.get("help", ""))
+
+
+def key_paths(cls: type) -> list[str]:
+    return [info.path for info in iter_fields(cls)]
+
+
+def type_name(tp: Any) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join(type_name(a) for a in args if a is not type(None)) + " or null"
+    if origin in (list, tuple):
+        return f"list of {type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return "mapping"
+    if tp is Any:
+        return "any"
+    return getattr(tp, "__name__", str(tp))
+
+
+def to_plain(value: Any) -> Any:
+    """A dataclass instance (or value) as YAML-safe builtins: Paths become strings, tuples lists."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    """The recipe defaults as a plain nested dict."""
+    try:
+        return to_plain(cls())
+    except TypeError as err:
+        raise TypeError(f"every option of {cls.__name__} needs a default: {err}") from err
+
+
+def load_yaml_file(path: Path) -> dict[str, Any]:
+    """Read a config file; errors name the file (and line) and say what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file {path} does not exist (--config)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UsageError(f"config file {path}{where}: invalid YAML: {err.problem}") from err
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
+        raise UsageError(f"config file {path} cannot be read as YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must be a mapping of option: value, not {type(data).__name__}")
+    return data
+
+
+def parse_set(expression: str) -> dict[str, Any]:
+    """``"optim.lr=1e-3"`` -> ``{"optim": {"lr": 0.001}}``; the value is read as YAML (numbers, lists, null)."""
+    key, sep, raw = expression.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UsageError(f"--set {expression!r}: expected key.path=value, e.g. --set epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: dict[str, Any] = {}
+    node = nested
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return nested
+
+
+Layer = tuple[str, dict[str, Any]]
+
+
+class _Resolver:
+    """Merges layers onto the defaults, remembering which layer set each key, then validates types."""
+
+    def __init__(self, schema: type) -> None:
+        self.schema = schema
+        self.all_keys = key_paths(schema)
+        self.origins: dict[str, str] = {}
+        self.errors: list[str] = []
+
+    def merge(self, target: dict[str, Any], layer: dict[str, Any], cls: type, source: str, prefix: str = "") -> None:
+        hints = _hints(cls)
+        for key, value in layer.items():
+            path = f"{prefix}{key}"
+            if key not in hints:
+                self.errors.append(self._unknown(path, source, list(hints), prefix))
+                continue
+            tp = hints[key]
+            if is_dataclass(tp) and isinstance(value, dict):
+                self.merge(target.setdefault(key, {}), value, tp, source, f"{path}.")
+            elif get_origin(tp) is dict and isinstance(value, dict) and isinstance(target.get(key), dict):
+                target[key] = {**target[key], **value}
+                self.origins.update({f"{path}.{k}": source for k in value})
+            else:
+                target[key] = value
+                self.origins[path] = source
+
+    def _unknown(self, path: str, source: str, siblings: list[str], prefix: str) -> str:
+        suggestion = did_you_mean(path, self.all_keys) or did_you_mean(path.rsplit(".", 1)[-1], siblings)
+        nearby = ", ".join(f"{prefix}{k}" for k in siblings)
+        return f"{path} (from {source}): no such option.{suggestion} Valid keys here: {nearby}"
+
+    def build(self, cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+        hints, kwargs = _hints(cls), {}
+        for f in fields(cls):
+            if f.name in data:
+                kwargs[f.name] = self.convert(data[f.name], hints[f.name], f"{prefix}{f.name}")
+        return cls(**kwargs)
+
+    def convert(self, value: Any, tp: Any, path: str) -> Any:
+        try:
+            return self._convert(value, tp, path)
+        except _Mismatch as mismatch:
+            source = self.origins.get(path, "recipe defaults")
+            self.errors.append(f"{path} (from {source}): expected {mismatch}, got {value!r}")
+            return value
+
+    def _convert(self, value: Any, tp: Any, path: str) -> Any:
+        origin, args = get_origin(tp), get_args(tp)
+        if tp is Any:
+            return value
+        if is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise _Mismatch(f"a section of options ({', '.join(f.name for f in fields(tp))})")
+            return self.build(tp, value, f"{path}.")
+        if origin in (Union, types.UnionType):
+            if value is None and type(None) in args:
+                return None
+            for arg in (a for a in args if a is not type(None)):
+                try:
+                    return self._convert(value, arg, path)
+                except _Mismatch:
+                    continue
+            raise _Mismatch(type_name(tp))
+        if origin is Literal:
+            if value in args:
+                return value
+            raise _Mismatch(f"one of {', '.join(repr(a) for a in args)}")
+        if origin in (list, tuple):
+            if not isinstance(value, list | tuple):
+                raise _Mismatch(type_name(tp))
+            items = [self._convert(v, args[0], path) for v in value] if args else list(value)
+            return tuple(items) if origin is tuple else items
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise _Mismatch("a mapping")
+            return dict(value)
+        return _convert_scalar(value, tp)
+
+
+class _Mismatch(Exception):
+    """Internal: a value does not fit a type; the message is the expected type."""
+
+
+def _convert_scalar(value: Any, tp: Any) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Path:
+        if isinstance(value, str | Path) and str(value):
+            return Path(value)
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise _Mismatch(type_name(tp))
+
+
+def resolve_config(schema: type, layers: list[Layer]) -> tuple[Any, dict[str, str]]:
+    """Defaults < each layer in order; returns the validated config and the origin of every set key.
+
+    Raises one UsageError that lists every problem (unknown keys with suggestions, wrong types with the
+    layer that set them), so a user fixes a config file in one go.
+    """
+    resolver = _Resolver(schema)
+    merged = defaults(schema)
+    for source, layer in layers:
+        resolver.merge(merged, layer, schema, source)
+    config = resolver.build(schema, merged)
+    if resolver.errors:
+        problems = "\n  ".join(resolver.errors)
+        raise UsageError(f"invalid configuration:\n  {problems}")
+    return config, resolver.origins
+
+
+def closest_keys(schema: type, key: str) -> list[str]:
+    return close_matches(key, key_paths(schema))
+
+
+def dump_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_plain(config), sort_keys=False, default_flow_style=False)

@@ -1,0 +1,48 @@
+"""Training-curve pictures (PNG), drawn with matplotlib's non-interactive backend."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_path
+
+MAX_PANELS = 6
+
+
+def curve_names(records: list[dict[str, Any]]) -> list[str]:
+    """Figures logged under ``train/`` or ``val/``, loss first, then the rest by name."""
+    names = {key.split("/", 1)[1] for r in records for key in r if key.startswith(("train/", "val/"))}
+    return sorted(names, key=lambda n: (n != "loss", n))[:MAX_PANELS]
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """One panel per figure, train and validation over epochs; written atomically to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = curve_names(records)
+    columns = min(3, max(1, len(names)))
+    rows = max(1, math.ceil(len(names) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    epochs = [r.get("epoch", i + 1) for i, r in enumerate(records)]
+    for axis, name in zip(axes.flat, names, strict=False):
+        for split, style in (("train", "-"), ("val", "--")):
+            values = [r.get(f"{split}/{name}", math.nan) for r in records]
+            if any(not math.isnan(v) for v in values):
+                axis.plot(epochs, values, style, marker="o", markersize=3, label=split)
+        axis.set_title(name)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    for axis in list(axes.flat)[len(names) :]:
+        axis.axis("off")
+    figure.suptitle(title)
+    figure.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+    return Path(path)

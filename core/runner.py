@@ -1,0 +1,176 @@
+"""Running a recipe: resolve and validate its config, open the run directory, seed, call it, write the summary.
+
+The CLI's ``medkit run`` is a thin layer over :func:`resolve` and :func:`execute`; notebooks and tests can call
+them directly.
+"""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from .config import Layer, load_yaml_file, parse_set, resolve_config, to_plain
+from .entries import ArchitectureEntry, DatasetEntry, Recipe
+from .errors import MedkitError, RunError, UsageError
+from .plugins import PluginRecord
+from .runs import (
+    RESUMABLE_CHANGES,
+    Run,
+    check_run_dir,
+    config_changes,
+    default_run_dir,
+    environment,
+    latest_run_dir,
+    stored_config,
+)
+from .suggest import did_you_mean
+
+FLAG_KEYS = ("arch", "data", "out", "epochs", "seed", "device")
+"""Explicit command-line flags and the config keys they set (highest precedence)."""
+
+
+@dataclass
+class RecipeContext:
+    """Everything a recipe function receives: its validated config, its run directory, and its plugin."""
+
+    plugin: PluginRecord
+    recipe: Recipe
+    config: Any
+    run: Run
+    device: str
+    console: Console = field(default_factory=Console)
+
+    def architecture(self) -> ArchitectureEntry:
+        return self.plugin.entry("architecture", self.config.arch, "--arch")  # type: ignore[return-value]
+
+    def build_model(self, **options: Any) -> Any:
+        """The model named by ``config.arch``, built with ``config.model`` options (then ``options``)."""
+        return self.architecture().build(**{**getattr(self.config, "model", {}), **options})
+
+    def dataset_entry(self, name: str | None = None) -> DatasetEntry:
+        """The named dataset entry, or the plugin's embedded default when ``name`` is None."""
+        table = self.plugin.of_kind("dataset")
+        if name is not None:
+            return self.plugin.entry("dataset", name)  # type: ignore[return-value]
+        embedded = [e for e in table.values() if getattr(e, "embedded", False)]
+        if not embedded:
+            raise UsageError(f"plugin {self.plugin.name!r} has no embedded default data; pass --data PATH")
+        return embedded[0]  # type: ignore[return-value]
+
+
+def resolve(
+    plugin: PluginRecord,
+    recipe: Recipe,
+    config_files: list[Path] = (),  # type: ignore[assignment]
+    sets: list[str] = (),  # type: ignore[assignment]
+    flags: dict[str, Any] | None = None,
+    resume: bool = False,
+) -> Any:
+    """The validated config: defaults < (resumed run's config) < config files < --set < flags."""
+    schema = recipe.load_config_class()
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    layers: list[Layer] = []
+    if resume:
+        run_dir = Path(flags["out"]) if "out" in flags else latest_run_dir(plugin.name, recipe.name)
+        check_run_dir(run_dir, plugin.name, recipe.name, resume=True)
+        stored = stored_config(run_dir)
+        stored.pop("out", None)
+        layers.append((f"{run_dir}/config.yaml (the resumed run)", stored))
+        flags["out"] = str(run_dir)
+    layers += [(f"config file {path}", load_yaml_file(Path(path))) for path in config_files]
+    layers += [(f"--set {expression}", parse_set(expression)) for expression in sets]
+    schema_keys = set(schema.__dataclass_fields__)
+    for key in flags:
+        if key not in schema_keys:
+            raise UsageError(f"--{key}: recipe {plugin.name} {recipe.name} has no {key!r} option")
+    if flags:
+        layers.append(("command-line flags", {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}))
+    config, _ = resolve_config(schema, layers)
+    check_architecture(plugin, config)
+    if resume:
+        changed = [k for k in config_changes(stored, to_plain(config)) if k.split(".")[0] not in RESUMABLE_CHANGES]
+        if changed:
+            raise UsageError(
+                f"--resume: the config differs from the run's own in {', '.join(changed)}; a resumed run must "
+                f"keep its config (only {', '.join(sorted(RESUMABLE_CHANGES))} may change)"
+            )
+    data = getattr(config, "data", None)
+    if data is not None and not Path(data).exists():
+        raise UsageError(f"--data {data} does not exist; give a file or folder, or leave --data out for the demo data")
+    return config
+
+
+def check_architecture(plugin: PluginRecord, config: Any) -> None:
+    """``--arch`` must name a registered architecture; suggest the closest names otherwise."""
+    arch = getattr(config, "arch", None)
+    if arch is None:
+        return
+    table = plugin.of_kind("architecture")
+    if arch not in table:
+        raise UsageError(
+            f"--arch {arch!r}: plugin {plugin.name!r} has no such architecture.{did_you_mean(arch, table)} "
+            f"Known: {', '.join(sorted(table)) or 'none'}."
+        )
+
+
+def check_model_options(entry: ArchitectureEntry, options: dict[str, Any]) -> None:
+    """``model.*`` options must be keyword arguments of the architecture's factory."""
+    parameters = inspect.signature(entry.load()).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    for key in options:
+        if key not in parameters:
+            raise UsageError(
+                f"model.{key}: architecture {entry.name!r} has no option {key!r}.{did_you_mean(key, parameters)} "
+                f"Options: {', '.join(parameters)}."
+            )
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is visible on this machine; use --device cpu")
+    return requested
+
+
+def execute(plugin: PluginRecord, recipe: Recipe, config: Any, resume: bool = False,
+            console: Console | None = None) -> tuple[Run, dict[str, Any]]:
+    """Run ``recipe`` with a validated ``config``; returns the run and its summary (also in summary.json)."""
+    from . import distributed
+    from .seeding import seed_everything
+
+    console = console or Console()
+    device = resolve_device(getattr(config, "device", "cpu"))
+    dist = distributed.init_from_env(device)
+    label = getattr(config, "arch", None) or recipe.name
+    run_dir = distributed.broadcast_object(Path(config.out) if config.out else default_run_dir(plugin.name, label))
+    check_run_dir(run_dir, plugin.name, recipe.name, resume)
+    distributed.barrier()
+    run = Run(run_dir, plugin.name, recipe.name, config, resume, dist.rank, dist.world_size)
+    run.start(environment(plugin.name, plugin.version, recipe.name, config, device))
+    distributed.barrier()
+    if getattr(config, "arch", None) is not None:
+        check_model_options(plugin.entry("architecture", config.arch), getattr(config, "model", {}))
+    seed_everything(config.seed)
+    context = RecipeContext(plugin, recipe, config, run, device, console)
+    try:
+        summary = dict(recipe.load()(context) or {})
+    except MedkitError:
+        raise
+    except Exception as err:
+        (run.dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        raise RunError(f"{plugin.name} {recipe.name} failed: {type(err).__name__}: {err} "
+                       f"(traceback in {run.dir / 'error.log'})") from err
+    finally:
+        distributed.shutdown()
+    summary["run_dir"] = str(run.dir)
+    run.write_summary(summary)
+    return run, summary

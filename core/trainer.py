@@ -1,0 +1,303 @@
+"""The reusable gradient trainer: epochs, scorers, best/last checkpoints, early stopping, exact resume, AMP, DDP.
+
+Determinism: the order of samples in epoch ``e`` is a permutation drawn from ``(seed, e)`` alone, and every
+global random state is saved with the checkpoint at the end of each epoch, so a run killed in epoch ``e`` and
+resumed repeats epoch ``e`` exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from rich.console import Console
+from torch.utils.data import DataLoader, Sampler
+
+from . import distributed
+from .checkpoint import load_checkpoint, save_checkpoint
+from .interfaces import Dataset, Model, Scorer, Trainer
+from .plots import plot_curves
+from .runs import Run
+from .seeding import rng_state, set_rng_state
+
+LossFn = Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]
+
+
+class EpochShardSampler(Sampler[int]):
+    """This rank's share of a permutation drawn from (seed, epoch); shards are padded to equal length so that
+    every DDP rank takes the same number of steps."""
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+        self.size, self.seed, self.rank, self.world_size, self.shuffle = size, seed, rank, world_size, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        per_rank = math.ceil(self.size / self.world_size)
+        padded = order + order[: per_rank * self.world_size - self.size]
+        return padded[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world_size)
+
+
+def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+@dataclass
+class EpochResult:
+    loss_sum: float = 0.0
+    count: int = 0
+    scorers: list[Scorer] = field(default_factory=list)
+
+
+@dataclass
+class GradientTrainer(Trainer):
+    """Trains a torch :class:`Model` by gradient descent on batches of ``{input_key: x, target_key: y}``."""
+
+    loss: LossFn
+    make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+    make_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None
+    make_scorers: Callable[[], Sequence[Scorer]] = list
+    epochs: int = 10
+    batch_size: int = 8
+    num_workers: int = 0
+    device: str = "cpu"
+    amp: bool = True
+    monitor: str = "val/loss"
+    mode: Literal["min", "max"] = "min"
+    patience: int | None = None
+    seed: int = 0
+    input_key: str = "image"
+    target_key: str = "mask"
+    arch: str | None = None
+    console: Console = field(default_factory=Console)
+
+    def fit(self, model: Model, train: Dataset, val: Dataset | None, run: Run) -> dict[str, Any]:
+        self.dist = distributed.current()
+        self.device_obj = torch.device(self.device)
+        module: torch.nn.Module = model.to(self.device_obj)  # type: ignore[attr-defined]
+        self.use_amp = self.amp and self.device_obj.type == "cuda"
+        optimizer = self.make_optimizer(module.parameters())
+        scheduler = self.make_scheduler(optimizer) if self.make_scheduler else None
+        scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        progress = {"epoch": 0, "best": None, "best_epoch": None, "bad_epochs": 0, "stopped_early": False}
+        if run.resume and run.last_checkpoint.is_file():
+            progress = self._restore(run, module, optimizer, scheduler, scaler)
+        run.keep_metrics(progress["epoch"])
+        wrapped = self._wrap(module)
+        train_sampler = EpochShardSampler(len(train), self.seed, self.dist.rank, self.dist.world_size)
+        for epoch in range(progress["epoch"] + 1, self.epochs + 1):
+            if progress["stopped_early"]:
+                break
+            record = self._epoch(epoch, wrapped, module, train, val, train_sampler, optimizer, scaler)
+            if scheduler is not None:
+                scheduler.step()
+            self._track_best(record, progress, run, module)
+            progress["epoch"] = epoch
+            run.log_metrics(record)
+            self._report(record)
+            self._checkpoint(run.last_checkpoint, run, module, optimizer, scheduler, scaler, progress)
+            distributed.barrier()
+        return self._summary(run, progress)
+
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        if not self.dist.enabled:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.dist.local_rank] if self.device_obj.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids)
+
+    def _loader(self, dataset: Dataset, sampler: Sampler[int] | Sequence[int]) -> DataLoader:
+        return DataLoader(
+            dataset,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.device_obj.type == "cuda",
+            persistent_workers=False,
+        )
+
+    def _epoch(self, epoch, wrapped, module, train, val, train_sampler, optimizer, scaler) -> dict[str, Any]:
+        started = time.perf_counter()
+        train_sampler.set_epoch(epoch)
+        wrapped.train()
+        result = EpochResult(scorers=list(self.make_scorers()))
+        for batch in self._loader(train, train_sampler):
+            batch = move_to(batch, self.device_obj)
+            with torch.autocast(device_type=self.device_obj.type, enabled=self.use_amp):
+                output = wrapped(batch[self.input_key])
+                loss = self.loss(output, batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            self._accumulate(result, loss, output, batch)
+        record: dict[str, Any] = {"epoch": epoch, **self._figures("train", result)}
+        if val is not None and len(val) > 0:
+            record.update(self.evaluate(module, val))
+        record["lr"] = optimizer.param_groups[0]["lr"]
+        record["seconds"] = round(time.perf_counter() - started, 3)
+        return record
+
+    def _accumulate(self, result: EpochResult, loss: torch.Tensor, output: torch.Tensor, batch: dict) -> None:
+        size = len(batch[self.input_key])
+        result.loss_sum += float(loss.detach()) * size
+        result.count += size
+        for scorer in result.scorers:
+            scorer.update(output.detach().float(), batch[self.target_key])
+
+    @torch.no_grad()
+    def evaluate(self, module: torch.nn.Module, dataset: Dataset, prefix: str = "val") -> dict[str, float]:
+        """Loss and scorer figures over ``dataset``, each rank scoring its shard, merged across ranks."""
+        module.eval()
+        shard = list(range(self.dist.rank, len(dataset), self.dist.world_size))
+        result = EpochResult(scorers=list(self.make_scorers()))
+        for batch in self._loader(dataset, shard):
+            batch = move_to(batch, self.device_obj)
+            with torch.autocast(device_type=self.device_obj.type, enabled=self.use_amp):
+                output = module(batch[self.input_key])
+                loss = self.loss(output, batch)
+            self._accumulate(result, loss, output, batch)
+        return self._figures(prefix, result)
+
+    def _figures(self, prefix: str, result: EpochResult) -> dict[str, float]:
+        states = distributed.gather_objects(
+            (result.loss_sum, result.count, [scorer.state for scorer in result.scorers])
+        )
+        loss_sum = sum(s[0] for s in states)
+        count = sum(s[1] for s in states)
+        figures = {f"{prefix}/loss": loss_sum / max(count, 1)}
+        for i, scorer in enumerate(result.scorers):
+            scorer.reset()
+            for state in states:
+                scorer.merge(state[2][i])
+            figures.update({f"{prefix}/{k}": v for k, v in scorer.compute().items()})
+        return figures
+
+    def _track_best(self, record: dict, progress: dict, run: Run, module: torch.nn.Module) -> None:
+        value = record.get(self.monitor)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return
+        best = progress["best"]
+        improved = best is None or (value < best if self.mode == "min" else value > best)
+        if improved:
+            progress.update(best=value, best_epoch=record["epoch"], bad_epochs=0)
+            if run.is_main:
+                save_checkpoint(run.best_checkpoint, self._model_state(module, record["epoch"]))
+        else:
+            progress["bad_epochs"] += 1
+            if self.patience is not None and progress["bad_epochs"] >= self.patience:
+                progress["stopped_early"] = True
+
+    def _model_state(self, module: torch.nn.Module, epoch: int) -> dict[str, Any]:
+        return {"arch": self.arch, "epoch": epoch, "model": module.state_dict()}
+
+    def _checkpoint(self, path, run, module, optimizer, scheduler, scaler, progress) -> None:
+        if not run.is_main:
+            return
+        state = self._model_state(module, progress["epoch"])
+        state.update(
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict() if scheduler is not None else None,
+            scaler=scaler.state_dict(),
+            progress=dict(progress),
+            rng=rng_state(),
+            world_size=self.dist.world_size,
+            written_by_rank=self.dist.rank,
+        )
+        save_checkpoint(path, state)
+
+    def _restore(self, run, module, optimizer, scheduler, scaler) -> dict[str, Any]:
+        state = load_checkpoint(run.last_checkpoint, arch=self.arch, map_location=str(self.device_obj))
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        if run.is_main:
+            self.console.print(f"resuming {run.dir} after epoch {state['progress']['epoch']}")
+        return dict(state["progress"])
+
+    def _report(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        shown = [f"{k}={v:.4f}" for k, v in record.items() if k in ("train/loss", "val/loss", self.monitor)]
+        self.console.print(f"epoch {record['epoch']}/{self.epochs}  " + "  ".join(dict.fromkeys(shown)))
+
+    def _summary(self, run: Run, progress: dict[str, Any]) -> dict[str, Any]:
+        records = run.read_metrics() if run.is_main else []
+        if run.is_main and records:
+            plot_curves(records, run.plots_dir / "curves.png", title=f"{run.plugin} {run.recipe}")
+        last = records[-1] if records else {}
+        return {
+            "epochs_run": progress["epoch"],
+            "stopped_early": progress["stopped_early"],
+            "monitor": self.monitor,
+            "best_epoch": progress["best_epoch"],
+            "best": progress["best"],
+            "final": {k: v for k, v in last.items() if k not in ("epoch", "seconds")},
+            "world_size": self.dist.world_size,
+        }
+
+
+def make_optimizer_factory(optim: Any) -> Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]:
+    """An optimiser factory from an :class:`~medkit.config.OptimizerConfig`."""
+
+    def build(parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        if optim.name == "adam":
+            return torch.optim.Adam(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
+        if optim.name == "adamw":
+            return torch.optim.AdamW(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
+        return torch.optim.SGD(parameters, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+
+    return build
+
+
+def make_scheduler_factory(optim: Any, epochs: int) -> Callable[[torch.optim.Optimizer], Any] | None:
+    if optim.scheduler == "cosine":
+        return lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
+    if optim.scheduler == "step":
+        return lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=optim.step_size, gamma=optim.gamma)
+    return None
+
+
+def trainer_from_config(config: Any, device: str, loss: LossFn, make_scorers: Callable[[], Sequence[Scorer]],
+                        console: Console | None = None, **overrides: Any) -> GradientTrainer:
+    """A GradientTrainer set up from a :class:`~medkit.config.TrainingConfig`."""
+    options: dict[str, Any] = {
+        "loss": loss,
+        "make_optimizer": make_optimizer_factory(config.optim),
+        "make_scheduler": make_scheduler_factory(config.optim, config.epochs),
+        "make_scorers": make_scorers,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "num_workers": config.num_workers,
+        "device": device,
+        "amp": config.amp,
+        "monitor": config.monitor,
+        "mode": config.monitor_mode,
+        "patience": config.patience,
+        "seed": config.seed,
+        "arch": config.arch,
+        **({"console": console} if console is not None else {}),
+        **overrides,
+    }
+    return GradientTrainer(**options)
