@@ -9,6 +9,7 @@ layer it came from, what was expected, and the valid keys nearby.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
@@ -19,6 +20,17 @@ import yaml
 
 from .errors import UsageError
 from .suggest import close_matches, did_you_mean
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader plus YAML 1.2 exponent floats: ``1e-3`` reads as 0.001, not the string '1e-3'."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING) -> Any:
@@ -144,7 +156,7 @@ def load_yaml_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"config file {path} does not exist (--config)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -165,7 +177,7 @@ def parse_set(expression: str) -> dict[str, Any]:
     if not sep or not key:
         raise UsageError(f"--set {expression!r}: expected key.path=value, e.g. --set epochs=5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     nested: dict[str, Any] = {}
@@ -198,7 +210,9 @@ class _Resolver:
                 continue
             tp = hints[key]
             if is_dataclass(tp) and isinstance(value, dict):
-                self.merge(target.setdefault(key, {}), value, tp, source, f"{path}.")
+                if not isinstance(target.get(key), dict):  # an earlier layer set the section to a scalar
+                    target[key] = {}
+                self.merge(target[key], value, tp, source, f"{path}.")
             elif get_origin(tp) is dict and isinstance(value, dict) and isinstance(target.get(key), dict):
                 target[key] = {**target[key], **value}
                 self.origins.update({f"{path}.{k}": source for k in value})

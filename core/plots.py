@@ -14,6 +14,7 @@ MAX_PANELS = 6
 def curve_names(records: list[dict[str, Any]]) -> list[str]:
     """Figures logged under ``train/`` or ``val/``, loss first, then the rest by name."""
     names = {key.split("/", 1)[1] for r in records for key in r if key.startswith(("train/", "val/"))}
+    names.discard("samples")
     return sorted(names, key=lambda n: (n != "loss", n))[:MAX_PANELS]
 
 

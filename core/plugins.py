@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Literal
@@ -88,10 +88,13 @@ class PluginSet:
     """Every plugin that was found, in discovery order, with lookups that fail with helpful messages."""
 
     def __init__(self, records: Iterable[PluginRecord]) -> None:
-        self.records: dict[str, PluginRecord] = {r.name: r for r in records}
+        self.all = list(records)
+        self.records: dict[str, PluginRecord] = {}
+        for record in self.all:
+            self.records.setdefault(record.name, record)  # of two plugins with one name, the first wins
 
-    def __iter__(self):
-        return iter(self.records.values())
+    def __iter__(self) -> Iterator[PluginRecord]:
+        return iter(self.all)
 
     def names(self, status: Status | None = "ok") -> list[str]:
         return [r.name for r in self if status is None or r.status == status]

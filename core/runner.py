@@ -149,6 +149,8 @@ def execute(plugin: PluginRecord, recipe: Recipe, config: Any, resume: bool = Fa
 
     console = console or Console()
     device = resolve_device(getattr(config, "device", "cpu"))
+    if getattr(config, "arch", None) is not None:  # before the run directory exists: a typo leaves none
+        check_model_options(plugin.entry("architecture", config.arch), getattr(config, "model", {}))
     dist = distributed.init_from_env(device)
     label = getattr(config, "arch", None) or recipe.name
     run_dir = distributed.broadcast_object(Path(config.out) if config.out else default_run_dir(plugin.name, label))
@@ -157,8 +159,6 @@ def execute(plugin: PluginRecord, recipe: Recipe, config: Any, resume: bool = Fa
     run = Run(run_dir, plugin.name, recipe.name, config, resume, dist.rank, dist.world_size)
     run.start(environment(plugin.name, plugin.version, recipe.name, config, device))
     distributed.barrier()
-    if getattr(config, "arch", None) is not None:
-        check_model_options(plugin.entry("architecture", config.arch), getattr(config, "model", {}))
     seed_everything(config.seed)
     context = RecipeContext(plugin, recipe, config, run, device, console)
     try:

@@ -183,7 +183,7 @@ class GradientTrainer(Trainer):
         )
         loss_sum = sum(s[0] for s in states)
         count = sum(s[1] for s in states)
-        figures = {f"{prefix}/loss": loss_sum / max(count, 1)}
+        figures = {f"{prefix}/loss": loss_sum / max(count, 1), f"{prefix}/samples": count}
         for i, scorer in enumerate(result.scorers):
             scorer.reset()
             for state in states:

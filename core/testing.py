@@ -1,0 +1,46 @@
+"""Test helpers for plugin authors: register a plugin object directly, and call the CLI in-process.
+
+Installed as a pytest plugin (entry point ``pytest11``), so any test suite gets the ``medkit_plugin``
+fixture::
+
+    def test_my_recipe_runs(medkit_plugin, tmp_path):
+        medkit_plugin(my_plugin_module, name="mine")
+        result = run_cli(["run", "mine", "--out", str(tmp_path / "run")])
+        assert result.exit_code == 0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from .plugins import PluginRecord, add_direct_plugin, get_plugins, remove_direct_plugin, reset_plugins
+
+
+@pytest.fixture
+def medkit_plugin() -> Iterator[Callable[..., PluginRecord]]:
+    """``register(plugin_object, name=...)`` adds a plugin for the test's duration and returns its record."""
+    added: list[str] = []
+
+    def register(plugin: Any, name: str | None = None) -> PluginRecord:
+        name = name or getattr(plugin, "__name__", type(plugin).__name__)
+        add_direct_plugin(name, plugin)
+        added.append(name)
+        return get_plugins().records[name]
+
+    yield register
+    for name in added:
+        remove_direct_plugin(name)
+    reset_plugins()
+
+
+def run_cli(args: Sequence[str], env: dict[str, str] | None = None) -> Any:
+    """Invoke ``medkit ARGS`` in-process; returns click's Result (exit_code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from medkit.cli.main import app
+
+    reset_plugins()
+    return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
