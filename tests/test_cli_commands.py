@@ -1,0 +1,69 @@
+"""list-plugins, describe and shell completion, as a user sees them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from medkit.testing import run_cli
+
+
+def test_list_plugins_shows_each_plugin_with_version_status_and_what_it_registers():
+    result = run_cli(["list-plugins"])
+    assert result.exit_code == 0
+    row = next(line for line in result.stdout.splitlines() if "example" in line)
+    assert "0.1.0" in row and "ok" in row and "tiny_cnn" in result.stdout
+
+
+def test_list_plugins_all_adds_catalogue_entries_with_how_to_install_them():
+    records = json.loads(run_cli(["list-plugins", "--all", "--json"]).stdout)
+    by_name = {r["name"]: r for r in records}
+    assert by_name["example"]["status"] == "ok"
+    for name in ("ct-seg", "ph-ensemble", "ubc", "anomaly-backbones", "gan-aug"):
+        assert by_name[name]["status"] == "not installed"
+        assert by_name[name]["install"]  # a command, or an honest "not released yet"
+    table = run_cli(["list-plugins", "--all"]).stdout
+    assert "not installed" in table and "ct-seg" in table
+
+
+def test_describe_reports_recipes_architectures_with_parameter_counts_and_datasets():
+    described = json.loads(run_cli(["describe", "example", "--json"]).stdout)
+    entries = described["entries"]
+    assert [r["name"] for r in entries["recipe"]] == ["train"] and entries["recipe"][0]["default"]
+    (arch,) = entries["architecture"]
+    # TinyCNN(1 -> 3 classes, width 16): 3 conv blocks (144 + 2304 + 2304 weights, 3 x 32 BN) + 1x1 head (48 + 3)
+    assert arch == {**arch, "name": "tiny_cnn", "parameters": 144 + 2304 * 2 + 3 * 32 + 48 + 3}
+    assert {d["name"] for d in entries["dataset"]} == {"shapes", "npz_folder"}
+    assert "4,899" in run_cli(["describe", "example"]).stdout
+
+
+def test_describe_an_unknown_plugin_is_a_usage_error():
+    result = run_cli(["describe", "exampel"])
+    assert result.exit_code == 2 and "Did you mean 'example'" in result.output
+
+
+def complete(words: str) -> list[str]:
+    env = {**os.environ, "_MEDKIT_COMPLETE": "complete_bash", "COMP_WORDS": words,
+           "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))}
+    completed = subprocess.run([sys.executable, "-m", "medkit"], env=env, capture_output=True, text=True,
+                               check=False)
+    return completed.stdout.split()
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("medkit run ex", ["example"]),
+        ("medkit run example t", ["train"]),
+        ("medkit run example --arch ti", ["tiny_cnn"]),
+        ("medkit run example --set optim.l", ["optim.lr="]),
+        ("medkit describe exa", ["example"]),
+        ("medkit list-pl", ["list-plugins"]),
+    ],
+)
+def test_shell_completion_knows_plugins_recipes_architectures_and_config_keys(words, expected):
+    assert complete(words) == expected
