@@ -30,7 +30,7 @@ lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: install
-	$(PY) benchmarks/cli_startup.py
+	$(PY) benchmarks/cli_startup.py --repeat 11
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs

@@ -29,7 +29,10 @@ app.command(
 def list_plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list for scripts.")] = False,
     show_all: Annotated[
-        bool, typer.Option("--all", help="Also list catalogue plugins that are not installed, with how to install.")
+        bool,
+        typer.Option(
+            "--all", help="Also list catalogue plugins that are not installed, with how to install."
+        ),
     ] = False,
 ) -> None:
     """Installed plugins: name, version, status (ok / failed / blocked) and what each registers."""
@@ -107,14 +110,18 @@ def _print_description(description: dict) -> None:
     console.print(f"[bold]{description['name']}[/] {description['version'] or ''}  API {description['api']}")
     for kind, items in description["entries"].items():
         table = Table(title=f"{kind}s", title_justify="left")
-        columns = [c for c in ("name", "task", "parameters", "default", "summary") if any(c in i for i in items)]
+        columns = [
+            c for c in ("name", "task", "parameters", "default", "summary") if any(c in i for i in items)
+        ]
         for column in columns:
             table.add_column(column, justify="right" if column == "parameters" else "left")
         for item in items:
             cells = []
             for column in columns:
                 value = item.get(column, "")
-                cells.append(f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+                cells.append(
+                    f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+                )
             table.add_row(*cells)
         console.print(table)
 

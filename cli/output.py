@@ -25,7 +25,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except MedkitError as err:
-        if os.environ.get("MEDKIT_DEBUG"):
+        if os.environ.get("MEDKIT_DEBUG", "").lower() in {"1", "true", "yes", "on"}:
             raise
         err_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(err.exit_code) from None

@@ -13,28 +13,45 @@ from .output import console, user_errors
 
 def run(
     ctx: typer.Context,
-    plugin: Annotated[str | None, typer.Argument(help="Plugin name.", autocompletion=complete.plugins)] = None,
+    plugin: Annotated[
+        str | None, typer.Argument(help="Plugin name.", autocompletion=complete.plugins)
+    ] = None,
     recipe: Annotated[
-        str | None, typer.Argument(help="Recipe (default: the plugin's default).", autocompletion=complete.recipes)
+        str | None,
+        typer.Argument(help="Recipe (default: the plugin's default).", autocompletion=complete.recipes),
     ] = None,
     arch: Annotated[
         str | None, typer.Option(help="Architecture name.", autocompletion=complete.architectures)
     ] = None,
     data: Annotated[Path | None, typer.Option(help="Input data; none: embedded demo data.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<plugin>/<time>-<arch>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default runs/<plugin>/<time>-<arch>).")
+    ] = None,
     config: Annotated[
-        list[Path] | None, typer.Option("--config", help="YAML config file (repeatable, later files win).")
+        list[Path] | None,
+        typer.Option("--config", metavar="FILE", help="YAML config file (repeatable, later files win)."),
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="key.path=value (repeatable); beats config files.", autocompletion=complete.config_keys),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="key.path=value (repeatable); beats config files.",
+            autocompletion=complete.config_keys,
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (or the latest one).")] = False,
-    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
-    show_help: Annotated[bool, typer.Option("--help", "-h", help="Show this help, with the plugin's options.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out (or the latest one).")
+    ] = False,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the resolved config and exit.")
+    ] = False,
+    show_help: Annotated[
+        bool, typer.Option("--help", "-h", help="Show this help, with the plugin's options.")
+    ] = False,
 ) -> None:
     from medkit.plugins import get_plugins
 
@@ -53,7 +70,12 @@ def run(
         record = get_plugins().get(plugin)
         chosen = _recipe(record, recipe)
         flags: dict[str, Any] = {
-            "arch": arch, "data": data, "out": out, "epochs": epochs, "seed": seed, "device": device,
+            "arch": arch,
+            "data": data,
+            "out": out,
+            "epochs": epochs,
+            "seed": seed,
+            "device": device,
         }
         from medkit.runner import resolve
 
@@ -66,7 +88,8 @@ def run(
         from medkit.runner import execute
 
         run_, summary = execute(record, chosen, resolved, resume, console)
-    _print_summary(run_.dir, summary)
+    if run_.is_main:
+        _print_summary(run_.dir, summary)
 
 
 def _recipe(record, name: str | None):
@@ -83,12 +106,16 @@ def _print_recipe_options(record, recipe_name: str | None) -> None:
 
     recipe = _recipe(record, recipe_name)
     others = [name for name in record.recipes if name != recipe.name]
-    console.print(f"\n[bold]{record.name}[/] recipes: " + ", ".join(
-        f"[bold]{n}[/]" if n == recipe.name else n for n in record.recipes))
+    console.print(
+        f"\n[bold]{record.name}[/] recipes: "
+        + ", ".join(f"[bold]{n}[/]" if n == recipe.name else n for n in record.recipes)
+    )
     if record.of_kind("architecture"):
         console.print("architectures (--arch): " + ", ".join(sorted(record.of_kind("architecture"))))
-    table = Table(title=f"options of {record.name} {recipe.name} (set with --set key=value or a --config file)",
-                  title_justify="left")
+    table = Table(
+        title=f"options of {record.name} {recipe.name} (set with --set key=value or a --config file)",
+        title_justify="left",
+    )
     for column in ("key", "type", "default", "help"):
         table.add_column(column, overflow="fold")
     for info in iter_fields(recipe.load_config_class()):

@@ -58,5 +58,7 @@ def load_catalogue(path: Path | None = None) -> list[CatalogueEntry]:
         try:
             entries.append(CatalogueEntry(**item))
         except TypeError as err:
-            raise UsageError(f"plugin catalogue {path}: entry {item.get('name')!r} is malformed: {err}") from err
+            raise UsageError(
+                f"plugin catalogue {path}: entry {item.get('name')!r} is malformed: {err}"
+            ) from err
     return entries

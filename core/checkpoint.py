@@ -42,7 +42,9 @@ def load_checkpoint(path: Path, arch: str | None = None, map_location: str = "cp
     if not isinstance(state, dict) or "format" not in state:
         raise RunError(f"{path} is not a medkit checkpoint")
     if state["format"] > FORMAT_VERSION:
-        raise RunError(f"checkpoint {path} has format {state['format']}; this medkit reads up to {FORMAT_VERSION}")
+        raise RunError(
+            f"checkpoint {path} has format {state['format']}; this medkit reads up to {FORMAT_VERSION}"
+        )
     if arch is not None and state.get("arch") not in (None, arch):
         raise UsageError(
             f"checkpoint {path} was written by architecture {state.get('arch')!r}, but this run uses {arch!r}; "

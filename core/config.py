@@ -65,7 +65,7 @@ class OptimizerConfig:
 class TrainingConfig(RecipeConfig):
     """Options of a gradient-training recipe; the flags --arch and --epochs set ``arch`` and ``epochs``."""
 
-    arch: str = option(help="architecture name (--arch)")
+    arch: str = option("", help="architecture name (--arch); a recipe sets its default")
     model: dict[str, Any] = option(
         default_factory=dict, help="keyword options of the architecture, e.g. --set model.width=32"
     )
@@ -74,7 +74,9 @@ class TrainingConfig(RecipeConfig):
     optim: OptimizerConfig = option(default_factory=OptimizerConfig, help="optimiser and schedule")
     patience: int | None = option(None, help="stop after this many epochs without improvement; null: never")
     monitor: str = option("val/loss", help="figure that picks the best checkpoint and drives early stopping")
-    monitor_mode: Literal["min", "max"] = option("min", help="whether the monitored figure should fall or rise")
+    monitor_mode: Literal["min", "max"] = option(
+        "min", help="whether the monitored figure should fall or rise"
+    )
     num_workers: int = option(0, help="DataLoader worker processes")
     amp: bool = option(True, help="mixed precision on CUDA (ignored on CPU)")
 
@@ -99,15 +101,20 @@ def _default_of(f: dataclasses.Field) -> Any:
     return MISSING
 
 
-def iter_fields(cls: type, prefix: str = "") -> Iterator[FieldInfo]:
-    """Every leaf option of the schema, with its dotted path, in declaration order."""
+def iter_fields(cls: type, prefix: str = "", default: Any = MISSING) -> Iterator[FieldInfo]:
+    """Every leaf option of the schema, with its dotted path and effective default, in declaration order.
+
+    A section's defaults come from the enclosing default (a recipe may default ``optim`` to
+    ``OptimizerConfig(lr=1e-2)``), not from the section class alone.
+    """
     hints = _hints(cls)
     for f in fields(cls):
         tp, path = hints[f.name], f"{prefix}{f.name}"
+        value = getattr(default, f.name) if default is not MISSING else _default_of(f)
         if is_dataclass(tp):
-            yield from iter_fields(tp, f"{path}.")
+            yield from iter_fields(tp, f"{path}.", value)
         else:
-            yield FieldInfo(path, tp, _default_of(f), f.metadata.get("help", ""))
+            yield FieldInfo(path, tp, value, f.metadata.get("help", ""))
 
 
 def key_paths(cls: type) -> list[str]:
@@ -201,7 +208,9 @@ class _Resolver:
         self.origins: dict[str, str] = {}
         self.errors: list[str] = []
 
-    def merge(self, target: dict[str, Any], layer: dict[str, Any], cls: type, source: str, prefix: str = "") -> None:
+    def merge(
+        self, target: dict[str, Any], layer: dict[str, Any], cls: type, source: str, prefix: str = ""
+    ) -> None:
         hints = _hints(cls)
         for key, value in layer.items():
             path = f"{prefix}{key}"

@@ -15,8 +15,10 @@ def parameter_count(entry: ArchitectureEntry) -> int | str:
     try:
         with torch.device("meta"):
             model = entry.build()
-        return int(model.num_parameters()) if hasattr(model, "num_parameters") else sum(
-            p.numel() for p in model.parameters()
+        return (
+            int(model.num_parameters())
+            if hasattr(model, "num_parameters")
+            else sum(p.numel() for p in model.parameters())
         )
     except Exception as err:  # a broken factory is reported, not fatal
         return f"cannot build: {describe_exception(err)}"
@@ -40,6 +42,7 @@ def describe_plugin(record: PluginRecord) -> dict[str, Any]:
         "version": record.version,
         "api": record.api,
         "entries": {
-            kind: [describe_entry(e) for _, e in sorted(table.items())] for kind, table in record.entries.items()
+            kind: [describe_entry(e) for _, e in sorted(table.items())]
+            for kind, table in record.entries.items()
         },
     }

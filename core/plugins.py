@@ -151,13 +151,13 @@ def check_api(declared: Any) -> str | None:
 
     if declared is None:
         return (
-            "declares no MEDKIT_API; add e.g. MEDKIT_API = \">=1.0,<2\" to the plugin module "
+            'declares no MEDKIT_API; add e.g. MEDKIT_API = ">=1.0,<2" to the plugin module '
             f"(this medkit provides API {API_VERSION})"
         )
     try:
         spec = SpecifierSet(str(declared))
     except InvalidSpecifier:
-        return f"MEDKIT_API = {declared!r} is not a version specifier such as \">=1.0,<2\""
+        return f'MEDKIT_API = {declared!r} is not a version specifier such as ">=1.0,<2"'
     if API_VERSION in spec:
         return None
     return (
@@ -209,7 +209,9 @@ class _Loader:
         if unknown:
             self.pm.unregister(plugin)
             known = ", ".join(hookspecs.HOOK_KINDS)
-            return self._fail(record, f"implements unknown hook(s) {', '.join(unknown)}; known hooks: {known}")
+            return self._fail(
+                record, f"implements unknown hook(s) {', '.join(unknown)}; known hooks: {known}"
+            )
         try:
             record.entries = self._collect(plugin)
         except Exception as err:
@@ -258,7 +260,10 @@ _cached: PluginSet | None = None
 
 
 def add_direct_plugin(name: str, plugin: Any) -> None:
-    """Register a plugin object without an entry point (tests, notebooks); clears the cache."""
+    """Register a plugin object without an entry point (tests, notebooks); clears the cache.
+
+    It replaces an installed plugin of the same name for as long as it stays registered.
+    """
     _direct_plugins.append((name, plugin))
     reset_plugins()
 
@@ -277,7 +282,13 @@ def reset_plugins() -> None:
 def discover() -> PluginSet:
     """Load every entry point of ``medkit.plugins`` and every direct plugin, each on its own."""
     loader = _Loader()
+    for name, plugin in _direct_plugins:
+        record = PluginRecord(name=name, version=getattr(plugin, "__version__", None))
+        loader.add(record, lambda plugin=plugin: plugin)
+    shadowed = {name for name, _ in _direct_plugins}  # a direct plugin replaces an installed one of its name
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in shadowed:
+            continue
         dist = getattr(ep, "dist", None)
         record = PluginRecord(
             name=ep.name,
@@ -285,9 +296,6 @@ def discover() -> PluginSet:
             version=dist.version if dist else None,
         )
         loader.add(record, ep.load)
-    for name, plugin in _direct_plugins:
-        record = PluginRecord(name=name, version=getattr(plugin, "__version__", None))
-        loader.add(record, lambda plugin=plugin: plugin)
     return PluginSet(loader.records)
 
 

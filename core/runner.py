@@ -89,11 +89,15 @@ def resolve(
         if key not in schema_keys:
             raise UsageError(f"--{key}: recipe {plugin.name} {recipe.name} has no {key!r} option")
     if flags:
-        layers.append(("command-line flags", {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}))
+        layers.append(
+            ("command-line flags", {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()})
+        )
     config, _ = resolve_config(schema, layers)
     check_architecture(plugin, config)
     if resume:
-        changed = [k for k in config_changes(stored, to_plain(config)) if k.split(".")[0] not in RESUMABLE_CHANGES]
+        changed = [
+            k for k in config_changes(stored, to_plain(config)) if k.split(".")[0] not in RESUMABLE_CHANGES
+        ]
         if changed:
             raise UsageError(
                 f"--resume: the config differs from the run's own in {', '.join(changed)}; a resumed run must "
@@ -101,7 +105,9 @@ def resolve(
             )
     data = getattr(config, "data", None)
     if data is not None and not Path(data).exists():
-        raise UsageError(f"--data {data} does not exist; give a file or folder, or leave --data out for the demo data")
+        raise UsageError(
+            f"--data {data} does not exist; give a file or folder, or leave --data out for the demo data"
+        )
     return config
 
 
@@ -111,6 +117,10 @@ def check_architecture(plugin: PluginRecord, config: Any) -> None:
     if arch is None:
         return
     table = plugin.of_kind("architecture")
+    if arch == "":
+        raise UsageError(
+            f"this recipe has no default architecture; pass --arch NAME (known: {', '.join(sorted(table))})"
+        )
     if arch not in table:
         raise UsageError(
             f"--arch {arch!r}: plugin {plugin.name!r} has no such architecture.{did_you_mean(arch, table)} "
@@ -141,8 +151,9 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def execute(plugin: PluginRecord, recipe: Recipe, config: Any, resume: bool = False,
-            console: Console | None = None) -> tuple[Run, dict[str, Any]]:
+def execute(
+    plugin: PluginRecord, recipe: Recipe, config: Any, resume: bool = False, console: Console | None = None
+) -> tuple[Run, dict[str, Any]]:
     """Run ``recipe`` with a validated ``config``; returns the run and its summary (also in summary.json)."""
     from . import distributed
     from .seeding import seed_everything
@@ -153,7 +164,9 @@ def execute(plugin: PluginRecord, recipe: Recipe, config: Any, resume: bool = Fa
         check_model_options(plugin.entry("architecture", config.arch), getattr(config, "model", {}))
     dist = distributed.init_from_env(device)
     label = getattr(config, "arch", None) or recipe.name
-    run_dir = distributed.broadcast_object(Path(config.out) if config.out else default_run_dir(plugin.name, label))
+    run_dir = distributed.broadcast_object(
+        Path(config.out) if config.out else default_run_dir(plugin.name, label)
+    )
     check_run_dir(run_dir, plugin.name, recipe.name, resume)
     distributed.barrier()
     run = Run(run_dir, plugin.name, recipe.name, config, resume, dist.rank, dist.world_size)
@@ -167,8 +180,10 @@ def execute(plugin: PluginRecord, recipe: Recipe, config: Any, resume: bool = Fa
         raise
     except Exception as err:
         (run.dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
-        raise RunError(f"{plugin.name} {recipe.name} failed: {type(err).__name__}: {err} "
-                       f"(traceback in {run.dir / 'error.log'})") from err
+        raise RunError(
+            f"{plugin.name} {recipe.name} failed: {type(err).__name__}: {err} "
+            f"(traceback in {run.dir / 'error.log'})"
+        ) from err
     finally:
         distributed.shutdown()
     summary["run_dir"] = str(run.dir)

@@ -83,7 +83,9 @@ def check_run_dir(run_dir: Path, plugin: str, recipe: str, resume: bool) -> None
     holds_run = is_run_dir(run_dir)
     if resume:
         if not holds_run:
-            raise UsageError(f"--resume: {run_dir} holds no medkit run to resume (no {CONFIG_FILE}/{ENV_FILE})")
+            raise UsageError(
+                f"--resume: {run_dir} holds no medkit run to resume (no {CONFIG_FILE}/{ENV_FILE})"
+            )
         env = read_json(run_dir / ENV_FILE)
         if (env.get("plugin"), env.get("recipe")) != (plugin, recipe):
             raise UsageError(
@@ -201,7 +203,9 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         plain = to_plain(self.config)
         plain["out"] = None  # the saved config re-runs into a new folder, not over this one
-        atomic_write_text(self.dir / CONFIG_FILE, f"# medkit run {self.plugin} {self.recipe}\n{dump_yaml(plain)}")
+        atomic_write_text(
+            self.dir / CONFIG_FILE, f"# medkit run {self.plugin} {self.recipe}\n{dump_yaml(plain)}"
+        )
         env_path = self.dir / ENV_FILE
         if self.resume and env_path.is_file():
             previous = read_json(env_path)

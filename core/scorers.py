@@ -92,7 +92,9 @@ class ClassificationScorer(Scorer):
         self.class_names = list(class_names)
 
     def update(self, prediction: Any, target: Any) -> None:
-        self.accumulate("confusion", confusion_matrix(_labels(prediction), _numpy(target), len(self.class_names)))
+        self.accumulate(
+            "confusion", confusion_matrix(_labels(prediction), _numpy(target), len(self.class_names))
+        )
 
     def compute(self) -> dict[str, float]:
         matrix = self.state.get("confusion")

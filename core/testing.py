@@ -3,6 +3,8 @@
 Installed as a pytest plugin (entry point ``pytest11``), so any test suite gets the ``medkit_plugin``
 fixture::
 
+    from medkit.testing import run_cli
+
     def test_my_recipe_runs(medkit_plugin, tmp_path):
         medkit_plugin(my_plugin_module, name="mine")
         result = run_cli(["run", "mine", "--out", str(tmp_path / "run")])

@@ -31,7 +31,9 @@ class EpochShardSampler(Sampler[int]):
     """This rank's share of a permutation drawn from (seed, epoch); shards are padded to equal length so that
     every DDP rank takes the same number of steps."""
 
-    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+    def __init__(
+        self, size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True
+    ) -> None:
         self.size, self.seed, self.rank, self.world_size, self.shuffle = size, seed, rank, world_size, shuffle
         self.epoch = 0
 
@@ -266,7 +268,9 @@ def make_optimizer_factory(optim: Any) -> Callable[[Iterable[torch.nn.Parameter]
             return torch.optim.Adam(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
         if optim.name == "adamw":
             return torch.optim.AdamW(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
-        return torch.optim.SGD(parameters, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+        return torch.optim.SGD(
+            parameters, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
+        )
 
     return build
 
@@ -279,8 +283,14 @@ def make_scheduler_factory(optim: Any, epochs: int) -> Callable[[torch.optim.Opt
     return None
 
 
-def trainer_from_config(config: Any, device: str, loss: LossFn, make_scorers: Callable[[], Sequence[Scorer]],
-                        console: Console | None = None, **overrides: Any) -> GradientTrainer:
+def trainer_from_config(
+    config: Any,
+    device: str,
+    loss: LossFn,
+    make_scorers: Callable[[], Sequence[Scorer]],
+    console: Console | None = None,
+    **overrides: Any,
+) -> GradientTrainer:
     """A GradientTrainer set up from a :class:`~medkit.config.TrainingConfig`."""
     options: dict[str, Any] = {
         "loss": loss,

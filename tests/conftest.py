@@ -36,7 +36,9 @@ def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
     monkeypatch.setenv("PYTHONPATH", str(site))
     created: list[str] = []
 
-    def make(distribution: str, entry_points: dict[str, str], modules: dict[str, str], version: str = "0.1") -> Path:
+    def make(
+        distribution: str, entry_points: dict[str, str], modules: dict[str, str], version: str = "0.1"
+    ) -> Path:
         info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")

@@ -12,7 +12,9 @@ from medkit.plugins import get_plugins
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOGUE = load_catalogue(REPO / "registry.yaml")
-PLUGIN_FOLDERS = sorted(p.parent for p in [*REPO.glob("plugins/*/pyproject.toml"), *REPO.glob("examples/*/pyproject.toml")])
+PLUGIN_FOLDERS = sorted(
+    p.parent for p in [*REPO.glob("plugins/*/pyproject.toml"), *REPO.glob("examples/*/pyproject.toml")]
+)
 
 
 def test_the_catalogue_lists_the_five_first_party_plugins():

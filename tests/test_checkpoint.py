@@ -46,7 +46,9 @@ def test_loading_never_runs_code_hidden_in_a_checkpoint(tmp_path):
 
 def test_a_checkpoint_of_another_architecture_is_refused_with_the_fix(tmp_path):
     save_checkpoint(tmp_path / "c.pt", {"arch": "unet", "model": {}})
-    with pytest.raises(UsageError, match="written by architecture 'unet', but this run uses 'tiny_cnn'.*--arch unet"):
+    with pytest.raises(
+        UsageError, match=r"written by architecture 'unet', but this run uses 'tiny_cnn'.*--arch unet"
+    ):
         load_checkpoint(tmp_path / "c.pt", arch="tiny_cnn")
 
 

@@ -35,10 +35,10 @@ def test_describe_reports_recipes_architectures_with_parameter_counts_and_datase
     entries = described["entries"]
     assert [r["name"] for r in entries["recipe"]] == ["train"] and entries["recipe"][0]["default"]
     (arch,) = entries["architecture"]
-    # TinyCNN(1 -> 3 classes, width 16): 3 conv blocks (144 + 2304 + 2304 weights, 3 x 32 BN) + 1x1 head (48 + 3)
-    assert arch == {**arch, "name": "tiny_cnn", "parameters": 144 + 2304 * 2 + 3 * 32 + 48 + 3}
+    # TinyCNN(1 -> 3 classes, width 24): 3 conv blocks (216 + 5184 + 5184 weights, 3 x 48 BN) + 1x1 head (72 + 3)
+    assert arch == {**arch, "name": "tiny_cnn", "parameters": 216 + 5184 * 2 + 3 * 48 + 72 + 3}
     assert {d["name"] for d in entries["dataset"]} == {"shapes", "npz_folder"}
-    assert "4,899" in run_cli(["describe", "example"]).stdout
+    assert "10,803" in run_cli(["describe", "example"]).stdout
 
 
 def test_describe_an_unknown_plugin_is_a_usage_error():
@@ -47,10 +47,15 @@ def test_describe_an_unknown_plugin_is_a_usage_error():
 
 
 def complete(words: str) -> list[str]:
-    env = {**os.environ, "_MEDKIT_COMPLETE": "complete_bash", "COMP_WORDS": words,
-           "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))}
-    completed = subprocess.run([sys.executable, "-m", "medkit"], env=env, capture_output=True, text=True,
-                               check=False)
+    env = {
+        **os.environ,
+        "_MEDKIT_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1)),
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "medkit"], env=env, capture_output=True, text=True, check=False
+    )
     return completed.stdout.split()
 
 

@@ -24,10 +24,29 @@ OURS = ("medkit", "__editable__", "_medkit")  # names of our own distributions a
 def build_wheel(source: Path, wheels: Path, scratch: Path) -> Path:
     """Build from a copy, so that setuptools leaves no build/ or egg-info in the repository."""
     copy = scratch / source.name
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "build", "*.egg-info",
-                                                                "__pycache__", ".pytest_cache", ".ruff_cache"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(wheels), str(copy)], check=True, capture_output=True)
+    shutil.copytree(
+        source,
+        copy,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache"
+        ),
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(wheels),
+            str(copy),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return copy
 
 
@@ -48,12 +67,28 @@ def installed(tmp_path_factory) -> Path:
     wheels, scratch = root / "wheels", root / "src"
     scratch.mkdir()
     build_wheel(REPO, wheels, scratch)
-    for plugin in (REPO / "examples" / "medkit-example", REPO / "tests" / "fixtures" / "medkit-broken-fixture"):
+    for plugin in (
+        REPO / "examples" / "medkit-example",
+        REPO / "tests" / "fixtures" / "medkit-broken-fixture",
+    ):
         build_wheel(plugin, wheels, scratch)
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet",
-                    "--no-deps", "--no-index", *map(str, sorted(wheels.glob("*.whl")))], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            *map(str, sorted(wheels.glob("*.whl"))),
+        ],
+        check=True,
+    )
     borrow_dependencies(venv, root / "deps")
     return venv
 
@@ -68,15 +103,21 @@ def in_venv(venv: Path, *args: str, check: bool = True) -> subprocess.CompletedP
 
 @pytest.mark.slow
 def test_wheels_install_and_medkit_imports_from_the_environment_not_the_source_tree(installed):
-    where = in_venv(installed, "python", "-c", "import medkit, medkit.cli, medkit_example; "
-                    "print(medkit.__file__); print(medkit_example.__file__)").stdout.split()
+    where = in_venv(
+        installed,
+        "python",
+        "-c",
+        "import medkit, medkit.cli, medkit_example; print(medkit.__file__); print(medkit_example.__file__)",
+    ).stdout.split()
     assert all(str(installed) in path for path in where), where
     assert not any(str(REPO) in path for path in where)
 
 
 @pytest.mark.slow
 def test_installed_list_plugins_reports_the_broken_plugin_and_keeps_the_example(installed):
-    records = {r["name"]: r for r in json.loads(in_venv(installed, "medkit", "list-plugins", "--json").stdout)}
+    records = {
+        r["name"]: r for r in json.loads(in_venv(installed, "medkit", "list-plugins", "--json").stdout)
+    }
     assert records["example"]["status"] == "ok" and records["example"]["recipes"] == ["train"]
     assert records["broken"]["status"] == "failed"
     assert "medkit_dependency_that_does_not_exist" in records["broken"]["error"]
@@ -94,8 +135,22 @@ def test_the_catalogue_ships_inside_the_wheel(installed):
 @pytest.mark.slow
 def test_the_installed_example_plugin_runs_its_recipe(installed, tmp_path):
     out = tmp_path / "run"
-    in_venv(installed, "medkit", "run", "example", "--out", str(out), "--epochs", "1", "--device", "cpu",
-            "--set", "samples=16", "--set", "image_size=16")
+    in_venv(
+        installed,
+        "medkit",
+        "run",
+        "example",
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--set",
+        "samples=16",
+        "--set",
+        "image_size=16",
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs_run"] == 1 and summary["train_samples"] + summary["val_samples"] == 16
     failed = in_venv(installed, "medkit", "run", "broken", check=False)

@@ -12,8 +12,12 @@ HEAVY = ("torch", "torchvision", "timm", "sklearn", "faiss", "matplotlib", "h5py
 
 
 def imported_modules(*args: str) -> set[str]:
-    completed = subprocess.run([sys.executable, "-X", "importtime", "-m", "medkit", *args],
-                               capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "medkit", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     names = set()
     for line in completed.stderr.splitlines():
@@ -23,8 +27,9 @@ def imported_modules(*args: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("args", [["--help"], ["list-plugins"], ["list-plugins", "--json", "--all"],
-                                  ["run", "example", "--help"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["list-plugins"], ["list-plugins", "--json", "--all"], ["run", "example", "--help"]]
+)
 def test_the_start_up_path_imports_no_heavy_library(args):
     heavy = {name for name in imported_modules(*args) if name.split(".")[0] in HEAVY}
     assert not heavy, f"medkit {' '.join(args)} imported {sorted(heavy)[:5]}"

@@ -20,8 +20,13 @@ SMALL = ["--device", "cpu", "--set", "samples=48", "--set", "image_size=16", "--
 
 
 def medkit(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    completed = subprocess.run([sys.executable, "-m", "medkit", *args], capture_output=True, text=True,
-                               env={**os.environ, **(env or {})}, check=False)
+    completed = subprocess.run(
+        [sys.executable, "-m", "medkit", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
     if check:
         assert completed.returncode == 0, completed.stdout + completed.stderr
     return completed
@@ -39,8 +44,11 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     medkit("run", "example", "--out", str(tmp_path / "whole"), *options)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "medkit", "run", "example", "--out", str(killed), *options],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medkit", "run", "example", "--out", str(killed), *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         log = killed / "metrics.jsonl"
@@ -77,8 +85,23 @@ def test_resume_uses_the_runs_own_config_and_refuses_a_changed_one(tmp_path):
 def test_early_stopping_ends_a_run_that_stops_improving(tmp_path):
     out = tmp_path / "run"
     # With a learning rate of zero nothing improves after epoch 1, so patience 2 stops at epoch 3.
-    medkit("run", "example", "--out", str(out), "--epochs", "10", "--set", "optim.lr=0",
-           "--set", "patience=2", "--set", "monitor=val/loss", "--set", "monitor_mode=min", *SMALL)
+    medkit(
+        "run",
+        "example",
+        "--out",
+        str(out),
+        "--epochs",
+        "10",
+        "--set",
+        "optim.lr=0",
+        "--set",
+        "patience=2",
+        "--set",
+        "monitor=val/loss",
+        "--set",
+        "monitor_mode=min",
+        *SMALL,
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped_early"] is True
     assert summary["epochs_run"] == 3 and summary["best_epoch"] == 1
@@ -114,10 +137,30 @@ def free_port() -> int:
 def test_distributed_training_on_cpu_logs_once_and_checkpoints_from_rank_0(tmp_path):
     out = tmp_path / "ddp"
     completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(free_port()), "-m", "medkit", "run", "example", "--out", str(out), "--epochs", "2",
-         *SMALL],
-        capture_output=True, text=True, check=False, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "medkit",
+            "run",
+            "example",
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            *SMALL,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     records = metrics(out)

@@ -22,7 +22,7 @@ class TinyCNN(nn.Module, Model):
     name = "tiny_cnn"
     task = "segmentation"
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 3, width: int = 16) -> None:
+    def __init__(self, in_channels: int = 1, num_classes: int = 3, width: int = 24) -> None:
         super().__init__()
         self.features = nn.Sequential(
             conv_block(in_channels, width, 1), conv_block(width, width, 2), conv_block(width, width, 4)

@@ -1,0 +1,110 @@
+"""medkit run around any recipe: the run directory it writes, and how failures inside a run are reported."""
+
+from __future__ import annotations
+
+import json
+import types
+from dataclasses import dataclass
+
+import yaml
+
+from medkit import ArchitectureEntry, Recipe, RecipeConfig, hookimpl, option
+from medkit.config import TrainingConfig
+from medkit.testing import run_cli
+
+
+@dataclass(kw_only=True)
+class CountConfig(RecipeConfig):
+    count: int = option(3, help="how many numbers to log")
+    explode: bool = option(False, help="raise inside the run")
+
+
+def count_recipe(ctx) -> dict:
+    for step in range(1, ctx.config.count + 1):
+        ctx.run.log_metrics({"epoch": step, "value": step * step})
+    if ctx.config.explode:
+        raise ZeroDivisionError("inside the recipe")
+    return {"total": sum(r["value"] for r in ctx.run.read_metrics())}
+
+
+@dataclass(kw_only=True)
+class NoArchConfig(TrainingConfig):
+    pass
+
+
+def counting_plugin() -> types.ModuleType:
+    module = types.ModuleType("counting")
+    module.MEDKIT_API = ">=1.0,<2"
+
+    @hookimpl
+    def register_recipes(register):
+        register(Recipe(name="count", target=count_recipe, config=CountConfig, default=True))
+        register(Recipe(name="noarch", target=count_recipe, config=NoArchConfig))
+
+    @hookimpl
+    def register_architectures(register):
+        register(ArchitectureEntry(name="net", target="medkit_example.model:TinyCNN", task="segmentation"))
+
+    module.register_recipes = register_recipes
+    module.register_architectures = register_architectures
+    return module
+
+
+def test_a_run_writes_config_env_metrics_and_summary(medkit_plugin, tmp_path):
+    medkit_plugin(counting_plugin(), name="counting")
+    out = tmp_path / "run"
+    result = run_cli(
+        ["run", "counting", "--out", str(out), "--set", "count=4", "--seed", "7", "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["total"] == 1 + 4 + 9 + 16
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert (config["count"], config["seed"], config["out"]) == (4, 7, None)
+    env = json.loads((out / "env.json").read_text())
+    assert (env["plugin"], env["recipe"], env["seed"], env["device"]) == ("counting", "count", 7, "cpu")
+    assert env["packages"]["torch"] and env["medkit_version"]
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+
+
+def test_the_saved_config_reruns_the_same_run(medkit_plugin, tmp_path):
+    medkit_plugin(counting_plugin(), name="counting")
+    assert run_cli(["run", "counting", "--out", str(tmp_path / "a"), "--set", "count=2"]).exit_code == 0
+    again = run_cli(
+        ["run", "counting", "--config", str(tmp_path / "a" / "config.yaml"), "--out", str(tmp_path / "b")]
+    )
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "a" / "summary.json").read_text().replace("/a", "/b") == (
+        tmp_path / "b" / "summary.json"
+    ).read_text()
+
+
+def test_without_out_a_run_goes_to_a_timestamped_folder_under_the_runs_root(
+    medkit_plugin, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MEDKIT_RUNS_DIR", str(tmp_path / "runs"))
+    medkit_plugin(counting_plugin(), name="counting")
+    assert run_cli(["run", "counting"]).exit_code == 0
+    (folder,) = (tmp_path / "runs" / "counting").iterdir()
+    assert folder.name.endswith("-count") and (folder / "summary.json").is_file()
+
+
+def test_a_failure_inside_a_run_exits_1_with_a_message_and_keeps_the_traceback(medkit_plugin, tmp_path):
+    medkit_plugin(counting_plugin(), name="counting")
+    out = tmp_path / "run"
+    result = run_cli(["run", "counting", "--out", str(out), "--set", "explode=true"])
+    assert result.exit_code == 1
+    assert "ZeroDivisionError: inside the recipe" in result.output and "Traceback" not in result.output
+    assert "ZeroDivisionError" in (out / "error.log").read_text()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3  # what was logged before is kept
+
+
+def test_a_recipe_without_a_default_architecture_asks_for_arch(medkit_plugin, tmp_path):
+    medkit_plugin(counting_plugin(), name="counting")
+    result = run_cli(["run", "counting", "noarch", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "pass --arch NAME (known: net)" in result.output
+    assert not (tmp_path / "run").exists()
