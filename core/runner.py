@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,8 @@ class RecipeContext:
 def resolve(
     plugin: PluginRecord,
     recipe: Recipe,
-    config_files: list[Path] = (),  # type: ignore[assignment]
-    sets: list[str] = (),  # type: ignore[assignment]
+    config_files: Sequence[Path] = (),
+    sets: Sequence[str] = (),
     flags: dict[str, Any] | None = None,
     resume: bool = False,
 ) -> Any:

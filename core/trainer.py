@@ -136,12 +136,26 @@ class GradientTrainer(Trainer):
             persistent_workers=False,
         )
 
+    def _progress(self, loader: DataLoader, description: str) -> Iterator[dict[str, Any]]:
+        """The loader's batches, with a rich progress bar on the main process when the output is a terminal."""
+        if not (self.dist.is_main and self.console.is_terminal):
+            yield from loader
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            task = progress.add_task(description, total=len(loader))
+            for batch in loader:
+                yield batch
+                progress.advance(task)
+
     def _epoch(self, epoch, wrapped, module, train, val, train_sampler, optimizer, scaler) -> dict[str, Any]:
         started = time.perf_counter()
         train_sampler.set_epoch(epoch)
         wrapped.train()
         result = EpochResult(scorers=list(self.make_scorers()))
-        for batch in self._loader(train, train_sampler):
+        for batch in self._progress(self._loader(train, train_sampler), f"epoch {epoch}/{self.epochs} train"):
             batch = move_to(batch, self.device_obj)
             with torch.autocast(device_type=self.device_obj.type, enabled=self.use_amp):
                 output = wrapped(batch[self.input_key])
@@ -171,7 +185,7 @@ class GradientTrainer(Trainer):
         module.eval()
         shard = list(range(self.dist.rank, len(dataset), self.dist.world_size))
         result = EpochResult(scorers=list(self.make_scorers()))
-        for batch in self._loader(dataset, shard):
+        for batch in self._progress(self._loader(dataset, shard), prefix):
             batch = move_to(batch, self.device_obj)
             with torch.autocast(device_type=self.device_obj.type, enabled=self.use_amp):
                 output = module(batch[self.input_key])

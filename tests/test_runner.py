@@ -108,3 +108,14 @@ def test_a_recipe_without_a_default_architecture_asks_for_arch(medkit_plugin, tm
     result = run_cli(["run", "counting", "noarch", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "pass --arch NAME (known: net)" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_without_out_continues_the_latest_run_of_that_recipe(medkit_plugin, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDKIT_RUNS_DIR", str(tmp_path / "runs"))
+    medkit_plugin(counting_plugin(), name="counting")
+    for _ in range(2):
+        assert run_cli(["run", "counting"]).exit_code == 0
+    first, latest = sorted((tmp_path / "runs" / "counting").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert run_cli(["run", "counting", "--resume"]).exit_code == 0
+    assert "resumed" in json.loads((latest / "env.json").read_text())
+    assert "resumed" not in json.loads((first / "env.json").read_text())
