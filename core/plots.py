@@ -12,10 +12,18 @@ MAX_PANELS = 6
 
 
 def curve_names(records: list[dict[str, Any]]) -> list[str]:
-    """Figures logged under ``train/`` or ``val/``, loss first, then the rest by name."""
+    """Figures logged under ``train/`` or ``val/``: loss, then means and accuracies, then per-class figures."""
     names = {key.split("/", 1)[1] for r in records for key in r if key.startswith(("train/", "val/"))}
     names.discard("samples")
-    return sorted(names, key=lambda n: (n != "loss", n))[:MAX_PANELS]
+
+    def priority(name: str) -> tuple[int, str]:
+        if name == "loss":
+            return 0, name
+        if name.startswith("mean_") or "accuracy" in name:
+            return 1, name
+        return 2, name
+
+    return sorted(names, key=priority)[:MAX_PANELS]
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> Path:

@@ -82,3 +82,20 @@ def test_shards_of_an_epoch_cover_every_sample_and_change_with_the_epoch():
     assert ranks[0].indices() != shards[0]
     ranks[0].set_epoch(1)
     assert ranks[0].indices() == shards[0]
+
+
+def test_curves_show_loss_then_summary_figures_before_per_class_ones():
+    from medkit.plots import curve_names
+
+    records = [
+        {
+            "epoch": 1,
+            "train/loss": 1.0,
+            "val/dice/lung": 0.5,
+            "val/mean_dice": 0.5,
+            "val/samples": 4,
+            "val/pixel_accuracy": 0.9,
+            "lr": 0.1,
+        }
+    ]
+    assert curve_names(records) == ["loss", "mean_dice", "pixel_accuracy", "dice/lung"]
