@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from . import complete
+from .cache import app as cache_app
 from .output import console, user_errors
 from .run import run
 
@@ -23,6 +24,8 @@ app.command(
     context_settings={"help_option_names": []},
     help="Run a plugin's recipe (default: its default recipe) on --data or on its embedded demo data.",
 )(run)
+
+app.add_typer(cache_app, name="cache")
 
 
 @app.command("list-plugins")
