@@ -35,10 +35,13 @@ def _preprocessing(window: str | None, minmax: bool):
 
 @app.command()
 def build(
-    sources: Annotated[
-        list[Path], typer.Argument(help="Volume files or folders (NIfTI, MetaImage, DICOM, NumPy).")
-    ],
     out: Annotated[Path, typer.Option("--out", help="The cache file to write (HDF5).")],
+    sources: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Volume files or folders (NIfTI, MetaImage, DICOM, NumPy); none with --manifest."
+        ),
+    ] = None,
     mask_suffix: Annotated[
         str | None, typer.Option(help="Mask file = image name + suffix, e.g. _seg.")
     ] = None,
@@ -68,7 +71,11 @@ def build(
     from medkit.cache.pairing import find_pairs
 
     with user_errors():
-        pairs = find_pairs(sources, mask_suffix=mask_suffix, mask_dir=mask_dir, manifest=manifest)
+        if not sources and manifest is None:
+            from medkit.errors import UsageError
+
+            raise UsageError("name the volumes to convert: SRC... (files or folders) or --manifest pairs.csv")
+        pairs = find_pairs(sources or [], mask_suffix=mask_suffix, mask_dir=mask_dir, manifest=manifest)
         preprocessing = _preprocessing(window, minmax)
         with _progress(len(pairs)) as advance:
             report = build_cache(
@@ -83,10 +90,11 @@ def build(
             )
     console.print(
         f"{out}: {len(report.converted)} volume(s) converted, {len(report.skipped_done)} already there, "
-        f"{len(report.bad)} skipped as bad, in {report.seconds:.1f} s"
+        f"{len(report.bad)} skipped as bad, in {report.seconds:.1f} s",
+        soft_wrap=True,
     )
     for name, message in report.bad.items():
-        err_console.print(f"[yellow]skipped[/] {name}: {message}")
+        err_console.print(f"[yellow]skipped[/] {name}: {message}", soft_wrap=True)
 
 
 class _progress:
@@ -141,7 +149,7 @@ def verify(cache: Annotated[Path, typer.Argument(help="A slice cache file.")]) -
     with user_errors():
         report = verify_cache(cache)
     for name, problem in report.problems.items():
-        err_console.print(f"[red]{name}[/]: {problem}")
+        err_console.print(f"[red]{name}[/]: {problem}", soft_wrap=True)
     console.print(f"{report.volumes_checked} volume(s) checked, {len(report.problems)} problem(s)")
     if not report.ok:
         raise typer.Exit(1)

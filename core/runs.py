@@ -217,6 +217,7 @@ class Run:
         """Append one line to metrics.jsonl (main process only)."""
         if not self.is_main:
             return
+        self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / METRICS_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(to_plain(record)) + "\n")
             handle.flush()

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import torch
 from rich.console import Console
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, IterableDataset, Sampler
 
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -103,11 +103,10 @@ class GradientTrainer(Trainer):
             progress = self._restore(run, module, optimizer, scheduler, scaler)
         run.keep_metrics(progress["epoch"])
         wrapped = self._wrap(module)
-        train_sampler = EpochShardSampler(len(train), self.seed, self.dist.rank, self.dist.world_size)
         for epoch in range(progress["epoch"] + 1, self.epochs + 1):
             if progress["stopped_early"]:
                 break
-            record = self._epoch(epoch, wrapped, module, train, val, train_sampler, optimizer, scaler)
+            record = self._epoch(epoch, wrapped, module, train, val, optimizer, scaler)
             if scheduler is not None:
                 scheduler.step()
             self._track_best(record, progress, run, module)
@@ -126,9 +125,9 @@ class GradientTrainer(Trainer):
         device_ids = [self.dist.local_rank] if self.device_obj.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=device_ids)
 
-    def _loader(self, dataset: Dataset, sampler: Sampler[int] | Sequence[int]) -> DataLoader:
+    def _loader(self, dataset: Any, sampler: Sampler[int] | Sequence[int] | None) -> DataLoader:
         return DataLoader(
-            dataset,  # type: ignore[arg-type]
+            dataset,
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
@@ -145,17 +144,31 @@ class GradientTrainer(Trainer):
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=self.console, transient=True) as progress:
-            task = progress.add_task(description, total=len(loader))
+            try:
+                total = len(loader)
+            except TypeError:  # an iterable dataset without a length
+                total = None
+            task = progress.add_task(description, total=total)
             for batch in loader:
                 yield batch
                 progress.advance(task)
 
-    def _epoch(self, epoch, wrapped, module, train, val, train_sampler, optimizer, scaler) -> dict[str, Any]:
+    def _train_loader(self, train: Any, epoch: int) -> DataLoader:
+        """A map-style dataset is shuffled by (seed, epoch) and sharded by rank here; an iterable one (such as
+        the slice cache's ResidentSliceDataset) shards itself and is told the epoch."""
+        if isinstance(train, IterableDataset):
+            if hasattr(train, "set_epoch"):
+                train.set_epoch(epoch)
+            return self._loader(train, None)
+        sampler = EpochShardSampler(len(train), self.seed, self.dist.rank, self.dist.world_size)
+        sampler.set_epoch(epoch)
+        return self._loader(train, sampler)
+
+    def _epoch(self, epoch, wrapped, module, train, val, optimizer, scaler) -> dict[str, Any]:
         started = time.perf_counter()
-        train_sampler.set_epoch(epoch)
         wrapped.train()
         result = EpochResult(scorers=list(self.make_scorers()))
-        for batch in self._progress(self._loader(train, train_sampler), f"epoch {epoch}/{self.epochs} train"):
+        for batch in self._progress(self._train_loader(train, epoch), f"epoch {epoch}/{self.epochs} train"):
             batch = move_to(batch, self.device_obj)
             with torch.autocast(device_type=self.device_obj.type, enabled=self.use_amp):
                 output = wrapped(batch[self.input_key])
@@ -166,7 +179,7 @@ class GradientTrainer(Trainer):
             scaler.update()
             self._accumulate(result, loss, output, batch)
         record: dict[str, Any] = {"epoch": epoch, **self._figures("train", result)}
-        if val is not None and len(val) > 0:
+        if val is not None and (isinstance(val, IterableDataset) or len(val) > 0):
             record.update(self.evaluate(module, val))
         record["lr"] = optimizer.param_groups[0]["lr"]
         record["seconds"] = round(time.perf_counter() - started, 3)
@@ -183,7 +196,11 @@ class GradientTrainer(Trainer):
     def evaluate(self, module: torch.nn.Module, dataset: Dataset, prefix: str = "val") -> dict[str, float]:
         """Loss and scorer figures over ``dataset``, each rank scoring its shard, merged across ranks."""
         module.eval()
-        shard = list(range(self.dist.rank, len(dataset), self.dist.world_size))
+        shard = (
+            None
+            if isinstance(dataset, IterableDataset)
+            else range(self.dist.rank, len(dataset), self.dist.world_size)
+        )
         result = EpochResult(scorers=list(self.make_scorers()))
         for batch in self._progress(self._loader(dataset, shard), prefix):
             batch = move_to(batch, self.device_obj)

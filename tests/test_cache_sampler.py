@@ -7,6 +7,7 @@ import pickle
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,3 +218,25 @@ def test_25d_stacks_hold_the_neighbours_clamped_at_the_ends(cache):
     assert torch.equal(first["image"][0], first["image"][1])  # slice -1 clamps to slice 0
     assert torch.equal(middle["image"][2], torch.from_numpy(raw[4].astype(np.float32)))
     assert torch.equal(middle["mask"], torch.from_numpy(masks[3].astype(np.int64)))
+
+
+def _volumes_seen_by_rank(rank: int, world: int, cache_path: str, init_file: str, out: str) -> None:
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    dataset = ResidentSliceDataset(cache_path, samples_per_epoch=50, resident=1, uses=5, seed=4)
+    seen = sorted({sample["volume"] for sample in dataset})
+    with open(f"{out}.{rank}", "w") as handle:
+        handle.write(" ".join(map(str, [len(dataset), *seen])))
+    torch.distributed.destroy_process_group()
+
+
+def test_under_distributed_training_each_rank_samples_its_own_volumes(cache, tmp_path):
+    out = str(tmp_path / "seen")
+    torch.multiprocessing.spawn(
+        _volumes_seen_by_rank, args=(2, str(cache.path), str(tmp_path / "init"), out), nprocs=2, join=True
+    )
+    shares = [list(map(int, Path(f"{out}.{rank}").read_text().split())) for rank in range(2)]
+    assert [share[0] for share in shares] == [25, 25]  # each rank serves half of the epoch
+    first, second = set(shares[0][1:]), set(shares[1][1:])
+    assert first and second and first.isdisjoint(second)

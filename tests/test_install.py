@@ -107,7 +107,7 @@ def test_wheels_install_and_medkit_imports_from_the_environment_not_the_source_t
         installed,
         "python",
         "-c",
-        "import medkit, medkit.cli, medkit_example; print(medkit.__file__); print(medkit_example.__file__)",
+        "import medkit, medkit.cli, medkit.cache.sampler, medkit_example; print(medkit.__file__); print(medkit_example.__file__)",
     ).stdout.split()
     assert all(str(installed) in path for path in where), where
     assert not any(str(REPO) in path for path in where)

@@ -99,3 +99,42 @@ def test_curves_show_loss_then_summary_figures_before_per_class_ones():
         }
     ]
     assert curve_names(records) == ["loss", "mean_dice", "pixel_accuracy", "dice/lung"]
+
+
+def test_the_trainer_takes_slices_from_the_cache_through_the_limited_ram_sampler(tmp_path):
+    import numpy as np
+
+    from medkit.cache.build import build_cache
+    from medkit.cache.pairing import Pair
+    from medkit.cache.sampler import ResidentSliceDataset
+    from medkit.cache.selection import CachedSlices
+    from medkit.cache.store import Preprocessing, SliceCache
+    from medkit.cache.synthetic import ct_volume
+
+    pairs = []
+    for i in range(4):
+        image, mask = ct_volume(8, 16, seed=i)
+        np.savez(tmp_path / f"v{i}.npz", image=image, mask=mask)
+        pairs.append(Pair(f"v{i}", tmp_path / f"v{i}.npz", tmp_path / f"v{i}.npz"))
+    build_cache(pairs, tmp_path / "c.h5", preprocessing=Preprocessing("window", -1000, 400))
+    cache = SliceCache(tmp_path / "c.h5")
+    train = ResidentSliceDataset(cache, samples_per_epoch=48, resident=2, uses=6, volumes=[0, 1, 2])
+    val = CachedSlices(cache, {3: list(range(8))})
+
+    class LungByIntensity(nn.Conv2d, Model):
+        name, task = "lung_by_intensity", "segmentation"
+
+        def __init__(self) -> None:
+            super().__init__(1, 4, kernel_size=1)
+
+    trainer = GradientTrainer(
+        loss=lambda logits, batch: nn.functional.cross_entropy(logits, batch["mask"]),
+        make_optimizer=lambda params: torch.optim.Adam(params, lr=0.2),
+        epochs=4,
+        batch_size=8,
+        console=Console(file=io.StringIO()),
+    )
+    trainer.fit(LungByIntensity(), train, val, Run(tmp_path / "run", "test", "fit", config=None))
+    records = Run(tmp_path / "run", "test", "fit", config=None).read_metrics()
+    assert [r["train/samples"] for r in records] == [48] * 4 and records[-1]["val/samples"] == 8
+    assert records[-1]["val/loss"] < records[0]["val/loss"]

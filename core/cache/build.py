@@ -50,7 +50,10 @@ def convert(pair: Pair) -> Converted:
     """Read one pair (runs in a worker process)."""
     volume = read_volume(pair.image)
     mask = read_mask(pair.mask, volume) if pair.mask is not None else None
-    return Converted(pair, volume.array, mask, volume.spacing, volume.source_orientation)
+    image = volume.array
+    if image.dtype == np.float64:  # scaled NIfTI comes back as float64; float32 halves the cache and RAM
+        image = image.astype(np.float32)
+    return Converted(pair, image, mask, volume.spacing, volume.source_orientation)
 
 
 def checksum(image: np.ndarray, mask: np.ndarray | None) -> str:
