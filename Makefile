@@ -8,7 +8,7 @@ STAMP := $(VENV)/.medkit-installed
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml examples/*/pyproject.toml))
 DEMO ?= example
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo lint bench bench-cache clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/cli_startup.py --repeat 11
+	$(PY) benchmarks/cache_codecs.py
+
+# about 10 minutes on 2 cores: generates 40 CT volumes, builds their cache, times five loaders
+bench-cache: install
+	$(PY) benchmarks/slice_cache.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs

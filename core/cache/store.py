@@ -175,10 +175,13 @@ class SliceCache:
 
     def read_slices(self, volume: int, slices: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw image slices (N, H, W) and masks in the order asked; only the chunks of those slices are read."""
-        unique, inverse = np.unique(np.asarray(slices, dtype=np.int64), return_inverse=True)
+        wanted = np.asarray(slices, dtype=np.int64)
+        unique, inverse = np.unique(wanted, return_inverse=True)
         group = self._group(volume)
         images = _read_each(group["image"], unique)
         masks = _read_each(group["mask"], unique) if "mask" in group else None
+        if np.array_equal(unique, wanted):  # already sorted and distinct (the sampler's case): no second copy
+            return images, masks
         return images[inverse], (masks[inverse] if masks is not None else None)
 
     def read_volume(self, volume: int) -> tuple[np.ndarray, np.ndarray | None]:
