@@ -28,7 +28,14 @@ def imported_modules(*args: str) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["list-plugins"], ["list-plugins", "--json", "--all"], ["run", "example", "--help"]]
+    "args",
+    [
+        ["--help"],
+        ["list-plugins"],
+        ["list-plugins", "--json", "--all"],
+        ["run", "example", "--help"],
+        ["cache", "build", "--help"],
+    ],
 )
 def test_the_start_up_path_imports_no_heavy_library(args):
     heavy = {name for name in imported_modules(*args) if name.split(".")[0] in HEAVY}
