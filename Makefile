@@ -15,7 +15,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml $(addsuffix /pyproject.toml,$(PLUGIN_DIRS))
 	$(PIP) install --quiet --upgrade pip setuptools wheel
-	$(PIP) install --quiet --no-build-isolation -e ".[test,bench]" $(foreach dir,$(PLUGIN_DIRS),-e ./$(dir))
+	$(PIP) install --quiet --no-build-isolation -e ".[test,bench]" $(foreach dir,$(PLUGIN_DIRS),-e "./$(dir)[test]")
 	touch $(STAMP)
 
 install: $(STAMP)

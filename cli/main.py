@@ -69,6 +69,10 @@ def list_plugins(
     _print_plugin_table(records, missing)
 
 
+def plural(kind: str) -> str:
+    return kind + ("es" if kind.endswith("s") else "s")
+
+
 def _print_plugin_table(records: list[dict], missing: list[dict]) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -78,7 +82,7 @@ def _print_plugin_table(records: list[dict], missing: list[dict]) -> None:
     for column in ("plugin", "version", "status", "provides"):
         table.add_column(column, overflow="fold")
     for r in records:
-        provides = "; ".join(f"{kind}s: {', '.join(names)}" for kind, names in r["provides"].items())
+        provides = "; ".join(f"{plural(kind)}: {', '.join(names)}" for kind, names in r["provides"].items())
         detail = escape(provides if r["status"] == "ok" else r["error"] or "")
         status = f"[{colour[r['status']]}]{r['status']}[/]"
         table.add_row(r["name"], r["version"] or "-", status, detail)
@@ -112,7 +116,7 @@ def _print_description(description: dict) -> None:
 
     console.print(f"[bold]{description['name']}[/] {description['version'] or ''}  API {description['api']}")
     for kind, items in description["entries"].items():
-        table = Table(title=f"{kind}s", title_justify="left")
+        table = Table(title=plural(kind), title_justify="left")
         columns = [
             c for c in ("name", "task", "parameters", "default", "summary") if any(c in i for i in items)
         ]

@@ -15,13 +15,13 @@ import numpy as np
 from .interfaces import Scorer
 
 
-def _labels(prediction: Any) -> np.ndarray:
+def predicted_labels(prediction: Any) -> np.ndarray:
     """Class indices from logits (N, C, ...) or from indices already."""
     array = prediction.detach().cpu().numpy() if hasattr(prediction, "detach") else np.asarray(prediction)
     return array.argmax(axis=1) if array.ndim >= 2 and array.dtype.kind == "f" else array
 
 
-def _numpy(target: Any) -> np.ndarray:
+def to_numpy(target: Any) -> np.ndarray:
     return target.detach().cpu().numpy() if hasattr(target, "detach") else np.asarray(target)
 
 
@@ -46,7 +46,7 @@ class SegmentationScorer(Scorer):
         self.background = background
 
     def update(self, prediction: Any, target: Any) -> None:
-        matrix = confusion_matrix(_labels(prediction), _numpy(target), len(self.class_names))
+        matrix = confusion_matrix(predicted_labels(prediction), to_numpy(target), len(self.class_names))
         self.accumulate("confusion", matrix)
 
     def compute(self) -> dict[str, float]:
@@ -93,7 +93,8 @@ class ClassificationScorer(Scorer):
 
     def update(self, prediction: Any, target: Any) -> None:
         self.accumulate(
-            "confusion", confusion_matrix(_labels(prediction), _numpy(target), len(self.class_names))
+            "confusion",
+            confusion_matrix(predicted_labels(prediction), to_numpy(target), len(self.class_names)),
         )
 
     def compute(self) -> dict[str, float]:

@@ -4,7 +4,7 @@ build stored, never the masks themselves."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,9 +53,14 @@ class CachedSlices(Dataset):
     task = "segmentation"
 
     def __init__(
-        self, cache: SliceCache, selection: Selection, context: int = 0, class_names: Sequence[str] = ()
+        self,
+        cache: SliceCache,
+        selection: Selection,
+        context: int = 0,
+        class_names: Sequence[str] = (),
+        transform: Callable[[dict[str, Any], np.random.Generator], dict[str, Any]] | None = None,
     ) -> None:
-        self.cache, self.context = cache, context
+        self.cache, self.context, self.transform = cache, context, transform
         self.keys = [(v, s) for v in sorted(selection) for s in selection[v]]
         self.in_channels = 2 * context + 1
         self.class_names = tuple(class_names)
@@ -75,6 +80,8 @@ class CachedSlices(Dataset):
             import torch
 
             sample["image"] = torch.from_numpy(self.cache.preprocessing.apply(images))
+        if self.transform is not None:  # seeded by the index: the same sample every time it is read
+            sample = self.transform(sample, np.random.default_rng(index))
         return sample
 
     def groups(self) -> list[str]:

@@ -1,0 +1,78 @@
+"""Options of ct-seg's recipes (torch-free, so `medkit run ct-seg --help` stays instant)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from medkit import option
+from medkit.config import OptimizerConfig, TrainingConfig
+
+
+@dataclass(kw_only=True)
+class SamplerConfig:
+    """Paper 002's limited-RAM slice sampler (section 3, method 3); authors' values K=20, M=10, 960 samples."""
+
+    method: Literal["resident", "per_sample", "one_volume"] = option(
+        "resident", help="1: per_sample, 2: one_volume, 3: resident"
+    )
+    resident: int = option(20, help="K: volumes resident in RAM")
+    uses: int = option(10, help="M: slices drawn from each resident volume before the set is replaced")
+    samples_per_epoch: int = option(960, help="training slices per (virtual) epoch")
+    budget_mb: int = option(1024, help="RAM budget of the resident slices, in MiB (never exceeded)")
+
+
+@dataclass(kw_only=True)
+class AugmentConfig:
+    """Augmentations of image and mask together; values from the authors' code (spec, Training facts)."""
+
+    rotate_degrees: float = option(5.0, help="random rotation limit in degrees (p 0.7); 0 turns it off")
+    crop_scale: float = option(
+        0.95, help="random resized crop keeps at least this share of the area; 1 turns it off"
+    )
+    noise_std: float = option(0.0, help="std of Gaussian noise on [0, 1] images (p 0.1); 0 turns it off")
+    brightness_contrast: float = option(
+        0.0, help="max relative change of brightness and contrast; 0 turns it off"
+    )
+    blur: bool = option(False, help="Gaussian blur; off: the report found it blurs the thin trachea away")
+    flips: bool = option(False, help="horizontal flips; off: a flip swaps the left and right lung labels")
+
+
+@dataclass(kw_only=True)
+class PhantomConfig:
+    """The embedded default data: procedural chest CT phantoms, built once into an H5 slice cache."""
+
+    volumes: int = option(24, help="number of phantoms (split by volume into train and validation)")
+    slices: int = option(48, help="axial slices per phantom")
+
+
+@dataclass(kw_only=True)
+class TrainSegConfig(TrainingConfig):
+    arch: str = option("attn_unetpp_v2", help="architecture name (--arch); see `medkit describe ct-seg`")
+    epochs: int = option(20, help="number of epochs")
+    batch_size: int = option(8, help="slices per batch (paper's choice: 8)")
+    loss: Literal["ce", "weighted_ce", "focal", "dice", "iou", "tversky", "hybrid"] = option(
+        "focal", help="loss (paper's choice: focal)"
+    )
+    optim: OptimizerConfig = option(
+        default_factory=lambda: OptimizerConfig(lr=1e-3), help="optimiser (paper: Adam)"
+    )
+    lion: bool = option(
+        False, help="use Lion (lion-pytorch) instead of optim.name; the authors ran lr 1e-4, wd 1e-2"
+    )
+    image_size: int = option(128, help="slices are resized to this side (paper: 128)")
+    intensity: Literal["minmax", "window"] = option(
+        "minmax", help="per-slice min-max (paper) or an HU window"
+    )
+    window: tuple[float, float] = option((-1000.0, 400.0), help="HU window low, high (intensity=window)")
+    label_map: dict[int, int] = option(
+        default_factory=dict, help="mask value -> class, e.g. LUNA16 {3: 1, 4: 2, 5: 3}; unlisted values -> 0"
+    )
+    val_fraction: float = option(0.25, help="share of volumes held out for validation")
+    sampler: SamplerConfig = option(default_factory=SamplerConfig, help="limited-RAM sampler")
+    augment: AugmentConfig = option(default_factory=AugmentConfig, help="augmentations")
+    phantoms: PhantomConfig = option(default_factory=PhantomConfig, help="embedded default data")
+    monitor: str = option("val/mean_dice", help="figure that picks the best checkpoint")
+    monitor_mode: Literal["min", "max"] = option(
+        "max", help="whether the monitored figure should fall or rise"
+    )

@@ -1,0 +1,1 @@
+"""ct-seg's recipes: what `medkit run ct-seg [RECIPE]` executes."""

@@ -1,0 +1,81 @@
+"""`medkit run ct-seg train`: slice-wise training through the core slice cache and paper 002's sampler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from medkit import RecipeContext
+from medkit.cache.sampler import ResidentSliceDataset
+from medkit.cache.selection import CachedSlices, labelled_slices
+from medkit.trainer import trainer_from_config
+
+from ..augment import SliceTransform
+from ..data import CLASS_NAMES, open_cache, split_volumes
+from ..losses import LOSSES, class_weights_from_counts
+from ..metrics import PaperSegmentationScorer, ranking_figures
+
+
+def make_loss(name: str, cache: Any, volumes: list[int], label_map: dict[int, int]) -> Any:
+    if name != "weighted_ce":
+        return LOSSES[name]()
+    counts = np.zeros(len(CLASS_NAMES))
+    for v in volumes:  # pixel counts per class from the stored per-slice areas: no mask is read
+        area = cache.mask_area(v).sum(axis=0)
+        for value, pixels in enumerate(area):
+            label = label_map.get(value, 0) if label_map else value
+            if label < len(counts):
+                counts[label] += pixels
+    return LOSSES[name](class_weights_from_counts(counts))
+
+
+def make_optimizer(config: Any):
+    if not config.lion:
+        return None
+    from lion_pytorch import Lion
+
+    return lambda params: Lion(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+
+
+def train(ctx: RecipeContext) -> dict[str, Any]:
+    cfg = ctx.config
+    cache, label_map = open_cache(cfg.data, cfg)
+    train_ids, val_ids = split_volumes(cache, cfg.val_fraction, cfg.seed)
+    model = ctx.build_model(in_channels=1, num_classes=len(CLASS_NAMES))
+    train_set = ResidentSliceDataset(
+        cache,
+        cfg.sampler.samples_per_epoch,
+        method=cfg.sampler.method,
+        resident=cfg.sampler.resident,
+        uses=cfg.sampler.uses,
+        budget_bytes=cfg.sampler.budget_mb * 2**20,
+        volumes=train_ids,
+        seed=cfg.seed,
+        transform=SliceTransform(cfg.image_size, cfg.augment, label_map),
+    )
+    val_slices = {v: s for v, s in labelled_slices(cache).items() if v in set(val_ids)}
+    val_set = CachedSlices(
+        cache, val_slices, class_names=CLASS_NAMES, transform=SliceTransform(cfg.image_size, None, label_map)
+    )
+    loss = make_loss(cfg.loss, cache, train_ids, label_map)
+    overrides = {"make_optimizer": make_optimizer(cfg)} if cfg.lion else {}
+    trainer = trainer_from_config(
+        cfg,
+        ctx.device,
+        loss=lambda logits, batch: loss(logits, batch["mask"]),
+        make_scorers=lambda: [PaperSegmentationScorer(CLASS_NAMES)],
+        console=ctx.console,
+        **overrides,
+    )
+    summary = trainer.fit(model, train_set, val_set, ctx.run)
+    records = ctx.run.read_metrics()
+    summary["ranking"] = ranking_figures([r.get(cfg.monitor, float("nan")) for r in records])
+    summary.update(
+        parameters=model.num_parameters(),
+        train_volumes=len(train_ids),
+        val_volumes=len(val_ids),
+        val_slices=len(val_set),
+        sampler=dict(train_set.stats.__getstate__()),
+    )
+    return summary

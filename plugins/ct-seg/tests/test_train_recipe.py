@@ -1,0 +1,65 @@
+"""`medkit run ct-seg` trains through the slice cache and the limited-RAM sampler, on phantoms or a folder."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medkit.testing import run_cli
+from medkit_ct_seg.phantoms import phantom
+
+TINY = [
+    "--device",
+    "cpu",
+    "--epochs",
+    "1",
+    "--set",
+    "model.b=8",
+    "--set",
+    "image_size=32",
+    "--set",
+    "phantoms.volumes=4",
+    "--set",
+    "phantoms.slices=8",
+    "--set",
+    "sampler.samples_per_epoch=16",
+    "--set",
+    "sampler.resident=2",
+    "--set",
+    "sampler.uses=4",
+]
+
+
+@pytest.mark.parametrize("arch", ["mini_unet", "attn_unetpp_v2"])
+def test_a_short_run_on_the_embedded_phantoms_writes_the_papers_figures(tmp_path, arch):
+    out = tmp_path / "run"
+    result = run_cli(["run", "ct-seg", "--arch", arch, "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["train/samples"] == 16
+    for name in ("right_lung", "left_lung", "airway"):
+        for figure in ("precision", "recall", "dice", "iou"):
+            assert f"val/{figure}/{name}" in record
+    assert summary["train_volumes"] + summary["val_volumes"] == 4
+    assert summary["sampler"]["peak_resident_bytes"] <= 1024 * 2**20
+    assert set(summary["ranking"]) == {"best", "best_epoch", "mean_top10"}
+
+
+def test_a_luna16_style_folder_is_cached_and_its_labels_mapped(tmp_path):
+    scans, masks = tmp_path / "subset0", tmp_path / "seg-lungs-LUNA16"
+    scans.mkdir()
+    masks.mkdir()
+    for i in range(3):
+        image, mask = phantom(8, 32, seed=i)
+        luna_mask = np.where(mask > 0, mask + 2, 0).astype(np.uint8)  # LUNA16 stores lungs 3, 4 and trachea 5
+        affine = np.diag([0.7, 0.7, 2.5, 1.0])
+        nib.save(nib.Nifti1Image(image.transpose(2, 1, 0), affine), scans / f"scan{i}.nii.gz")
+        nib.save(nib.Nifti1Image(luna_mask.transpose(2, 1, 0), affine), masks / f"scan{i}.nii.gz")
+    out = tmp_path / "run"
+    result = run_cli(["run", "ct-seg", "--arch", "mini_unet", "--data", str(scans), "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["train_volumes"] == 2
