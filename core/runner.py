@@ -160,6 +160,7 @@ def execute(
     from .seeding import seed_everything
 
     console = console or Console()
+    run_recipe = recipe.load()  # an import error is reported before a run directory exists
     device = resolve_device(getattr(config, "device", "cpu"))
     if getattr(config, "arch", None) is not None:  # before the run directory exists: a typo leaves none
         check_model_options(plugin.entry("architecture", config.arch), getattr(config, "model", {}))
@@ -176,7 +177,7 @@ def execute(
     seed_everything(config.seed)
     context = RecipeContext(plugin, recipe, config, run, device, console)
     try:
-        summary = dict(recipe.load()(context) or {})
+        summary = dict(run_recipe(context) or {})
     except MedkitError:
         raise
     except Exception as err:

@@ -88,6 +88,7 @@ class GradientTrainer(Trainer):
     input_key: str = "image"
     target_key: str = "mask"
     arch: str | None = None
+    arch_options: dict[str, Any] = field(default_factory=dict)  # saved with checkpoints, to rebuild the model
     console: Console = field(default_factory=Console)
 
     def fit(self, model: Model, train: Dataset, val: Dataset | None, run: Run) -> dict[str, Any]:
@@ -240,7 +241,12 @@ class GradientTrainer(Trainer):
                 progress["stopped_early"] = True
 
     def _model_state(self, module: torch.nn.Module, epoch: int) -> dict[str, Any]:
-        return {"arch": self.arch, "epoch": epoch, "model": module.state_dict()}
+        return {
+            "arch": self.arch,
+            "arch_options": dict(self.arch_options),
+            "epoch": epoch,
+            "model": module.state_dict(),
+        }
 
     def _checkpoint(self, path, run, module, optimizer, scheduler, scaler, progress) -> None:
         if not run.is_main:
@@ -338,6 +344,7 @@ def trainer_from_config(
         "patience": config.patience,
         "seed": config.seed,
         "arch": config.arch,
+        "arch_options": dict(getattr(config, "model", {})),
         **({"console": console} if console is not None else {}),
         **overrides,
     }

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medkit.plugins import discover
 from medkit.testing import run_cli
 
+INSTALLED = ", ".join(discover().names())  # as the messages list them: every plugin that loaded
 TINY = ["--set", "samples=16", "--set", "image_size=16", "--epochs", "1", "--device", "cpu"]
 """The smallest real run of the example: a second or two on a CPU."""
 
@@ -74,7 +76,7 @@ def assert_usage_error(result: subprocess.CompletedProcess, *fragments: str) -> 
 
 def test_unknown_plugin_lists_the_installed_ones(medkit):
     text = assert_usage_error(
-        medkit("run", "exampel"), "unknown plugin 'exampel'", "Installed plugins: example"
+        medkit("run", "exampel"), "unknown plugin 'exampel'", f"Installed plugins: {INSTALLED}"
     )
     assert "Did you mean 'example'?" in text
 
@@ -230,7 +232,7 @@ def test_resume_without_out_and_no_earlier_run(medkit, runs_dir):
 
 
 def test_run_without_a_plugin_names_the_installed_ones(medkit):
-    assert_usage_error(medkit("run"), "missing PLUGIN", "installed plugins: example")
+    assert_usage_error(medkit("run"), "missing PLUGIN", f"installed plugins: {INSTALLED}")
 
 
 # --- --print-config: the layered config, and no run ----------------------------------------------------

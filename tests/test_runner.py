@@ -40,6 +40,7 @@ def counting_plugin() -> types.ModuleType:
     def register_recipes(register):
         register(Recipe(name="count", target=count_recipe, config=CountConfig, default=True))
         register(Recipe(name="noarch", target=count_recipe, config=NoArchConfig))
+        register(Recipe(name="unimportable", target="medkit_no_such_module:run", config=CountConfig))
 
     @hookimpl
     def register_architectures(register):
@@ -119,3 +120,10 @@ def test_resume_without_out_continues_the_latest_run_of_that_recipe(medkit_plugi
     assert run_cli(["run", "counting", "--resume"]).exit_code == 0
     assert "resumed" in json.loads((latest / "env.json").read_text())
     assert "resumed" not in json.loads((first / "env.json").read_text())
+
+
+def test_a_recipe_that_cannot_be_imported_fails_before_a_run_directory_exists(medkit_plugin, tmp_path):
+    medkit_plugin(counting_plugin(), name="counting")
+    result = run_cli(["run", "counting", "unimportable", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "medkit_no_such_module" in result.output
+    assert not (tmp_path / "run").exists()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from medkit import option
-from medkit.config import OptimizerConfig, TrainingConfig
+from medkit.config import OptimizerConfig, RecipeConfig, TrainingConfig
 
 
 @dataclass(kw_only=True)
@@ -76,3 +77,24 @@ class TrainSegConfig(TrainingConfig):
     monitor_mode: Literal["min", "max"] = option(
         "max", help="whether the monitored figure should fall or rise"
     )
+
+
+@dataclass(kw_only=True)
+class PredictSegConfig(RecipeConfig):
+    checkpoint: Path | None = option(
+        None, help="a best.pt or last.pt; default: the latest `medkit run ct-seg` run"
+    )
+    arch: str | None = option(None, help="architecture (default: the one the checkpoint was trained with)")
+    model: dict[str, Any] = option(
+        default_factory=dict, help="architecture options (default: the checkpoint's)"
+    )
+    image_size: int = option(
+        128, help="slices are resized to this side for the network, masks back to the volume's"
+    )
+    intensity: Literal["minmax", "window"] = option(
+        "minmax", help="as in training: per-slice min-max or HU window"
+    )
+    window: tuple[float, float] = option((-1000.0, 400.0), help="HU window low, high (intensity=window)")
+    phantoms: int = option(2, help="without --data: how many unseen phantoms to segment and score")
+    phantom_slices: int = option(48, help="without --data: slices per phantom")
+    overlays: int = option(3, help="PNG overlays per volume (the slices with the most airway)")

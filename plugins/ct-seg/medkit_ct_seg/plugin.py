@@ -49,6 +49,14 @@ def register_recipes(register):
             default=True,
         )
     )
+    register(
+        Recipe(
+            name="predict",
+            target="medkit_ct_seg.recipes.predict:predict",
+            config="medkit_ct_seg.config:PredictSegConfig",
+            summary="segment volumes with a checkpoint: NIfTI masks and PNG overlays (unseen phantoms by default)",
+        )
+    )
 
 
 @hookimpl

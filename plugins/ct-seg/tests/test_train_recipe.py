@@ -63,3 +63,58 @@ def test_a_luna16_style_folder_is_cached_and_its_labels_mapped(tmp_path):
     result = run_cli(["run", "ct-seg", "--arch", "mini_unet", "--data", str(scans), "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "summary.json").read_text())["train_volumes"] == 2
+
+
+def test_predict_segments_unseen_phantoms_with_the_trained_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDKIT_RUNS_DIR", str(tmp_path / "runs"))
+    assert run_cli(["run", "ct-seg", "--arch", "mini_unet", *TINY]).exit_code == 0
+    out = tmp_path / "predicted"
+    result = run_cli(
+        [
+            "run",
+            "ct-seg",
+            "predict",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--set",
+            "image_size=32",
+            "--set",
+            "phantoms=1",
+            "--set",
+            "phantom_slices=8",
+            "--set",
+            "overlays=2",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["arch"] == "mini_unet" and summary["options"] == {"b": 8}  # rebuilt from the checkpoint
+    (entry,) = summary["volumes"].values()
+    mask = nib.load(entry["mask"])
+    assert mask.shape == (32, 32, 8) and mask.get_fdata().max() <= 3
+    assert len(entry["overlays"]) == 2 and set(entry["dice"]) == {"right_lung", "left_lung", "airway"}
+
+
+def test_predict_refuses_a_checkpoint_of_another_width(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDKIT_RUNS_DIR", str(tmp_path / "runs"))
+    assert run_cli(["run", "ct-seg", "--arch", "mini_unet", *TINY]).exit_code == 0
+    result = run_cli(
+        [
+            "run",
+            "ct-seg",
+            "predict",
+            "--out",
+            str(tmp_path / "p"),
+            "--set",
+            "model.b=16",
+            "--set",
+            "image_size=32",
+            "--set",
+            "phantoms=1",
+            "--set",
+            "phantom_slices=8",
+        ]
+    )
+    assert result.exit_code == 2 and "another width" in result.output
