@@ -8,6 +8,7 @@ loss is one minus the mean of those N*C scores.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -102,7 +103,7 @@ class Focal(nn.Module):
         return (-g * (1 - p).clamp_min(0) ** self.gamma * p.log()).mean()
 
 
-class RegionLoss(nn.Module):
+class RegionLoss(nn.Module, ABC):
     """``1 - mean`` over samples and classes of a soft overlap score (report section 3); subclasses give the
     score from the soft intersection ``I = sum p g``, ``sum p`` and ``sum g`` (each (N, C))."""
 
@@ -113,8 +114,9 @@ class RegionLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return 1 - self.score(*_overlaps(logits, target)).mean()
 
+    @abstractmethod
     def score(self, intersection: torch.Tensor, sum_p: torch.Tensor, sum_g: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Given by each variant."""
 
 
 class SoftDice(RegionLoss):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -118,3 +121,35 @@ def test_predict_refuses_a_checkpoint_of_another_width(tmp_path, monkeypatch):
         ]
     )
     assert result.exit_code == 2 and "another width" in result.output
+
+
+def test_training_runs_under_torchrun_with_two_cpu_processes(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        "-m",
+        "medkit",
+        "run",
+        "ct-seg",
+        "--arch",
+        "mini_unet",
+        "--out",
+        str(out),
+        *TINY,
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]  # logged once
+    assert record["train/samples"] == 16  # 8 slices from each rank's own volumes
+    assert json.loads((out / "summary.json").read_text())["world_size"] == 2

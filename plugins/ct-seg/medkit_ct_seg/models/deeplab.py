@@ -9,6 +9,7 @@ include these names, and ignored: the backbones are fixed and ASPP/decoder keep 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -164,7 +165,7 @@ def adapter(in_channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(inplace=True))
 
 
-class DeepLabV3Plus(SegmentationNet):
+class DeepLabV3Plus(SegmentationNet, ABC):
     """Encoder (stem + tapped backbone) -> ASPP -> decoder -> head, upsampled to the input size.
 
     Subclasses name the variant, its ASPP rates and CBAM use, and build the encoder.
@@ -183,8 +184,9 @@ class DeepLabV3Plus(SegmentationNet):
         self.decoder = Decoder(self.low_level_channels, self.cbam)
         self.head = nn.Sequential(conv_bn_relu(WIDTH, WIDTH), nn.Conv2d(WIDTH, num_classes, 1))
 
+    @abstractmethod
     def build_encoder(self, weights_path: str | None) -> tuple[nn.Module, TappedFeatures]:
-        raise NotImplementedError
+        """Given by each variant."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
