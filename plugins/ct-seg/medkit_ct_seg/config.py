@@ -21,6 +21,9 @@ class SamplerConfig:
     uses: int = option(10, help="M: slices drawn from each resident volume before the set is replaced")
     samples_per_epoch: int = option(960, help="training slices per (virtual) epoch")
     budget_mb: int = option(1024, help="RAM budget of the resident slices, in MiB (never exceeded)")
+    slices: Literal["all", "labelled"] = option(
+        "all", help="draw from every slice (the paper) or only from slices with lung or airway"
+    )
 
 
 @dataclass(kw_only=True)

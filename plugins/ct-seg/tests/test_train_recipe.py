@@ -153,3 +153,31 @@ def test_training_runs_under_torchrun_with_two_cpu_processes(tmp_path):
     (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]  # logged once
     assert record["train/samples"] == 16  # 8 slices from each rank's own volumes
     assert json.loads((out / "summary.json").read_text())["world_size"] == 2
+
+
+def test_training_can_draw_only_from_labelled_slices():
+    from medkit.cache.selection import labelled_slices
+    from medkit.cache.store import SliceCache
+    from medkit.config import resolve_config
+    from medkit_ct_seg.config import TrainSegConfig
+    from medkit_ct_seg.data import phantom_cache
+    from medkit_ct_seg.recipes.train import training_set
+
+    cache = SliceCache(phantom_cache(4, 8, 32))
+    labelled = labelled_slices(cache)
+    assert sum(info.slices for info in cache.volumes) > sum(map(len, labelled.values()))  # some are empty
+    for choice, only_labelled in (("labelled", True), ("all", False)):
+        config, _ = resolve_config(
+            TrainSegConfig,
+            [
+                (
+                    "test",
+                    {
+                        "image_size": 32,
+                        "sampler": {"slices": choice, "samples_per_epoch": 200, "resident": 2, "uses": 10},
+                    },
+                )
+            ],
+        )
+        drawn = [(s["volume"], s["slice"]) for s in training_set(cache, config, [0, 1, 2, 3], {})]
+        assert all(s in labelled[v] for v, s in drawn) is only_labelled

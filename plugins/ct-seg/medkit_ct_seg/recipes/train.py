@@ -38,22 +38,28 @@ def make_optimizer(config: Any):
     return lambda params: Lion(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
 
 
-def train(ctx: RecipeContext) -> dict[str, Any]:
-    cfg = ctx.config
-    cache, label_map = open_cache(cfg.data, cfg)
-    train_ids, val_ids = split_volumes(cache, cfg.val_fraction, cfg.seed)
-    model = ctx.build_model(in_channels=1, num_classes=len(CLASS_NAMES))
-    train_set = ResidentSliceDataset(
+def training_set(cache: Any, cfg: Any, volumes: list[int], label_map: dict[int, int]) -> ResidentSliceDataset:
+    """Training slices through paper 002's limited-RAM sampler, augmented."""
+    return ResidentSliceDataset(
         cache,
         cfg.sampler.samples_per_epoch,
         method=cfg.sampler.method,
         resident=cfg.sampler.resident,
         uses=cfg.sampler.uses,
         budget_bytes=cfg.sampler.budget_mb * 2**20,
-        volumes=train_ids,
+        volumes=volumes,
+        slices=labelled_slices(cache) if cfg.sampler.slices == "labelled" else None,
         seed=cfg.seed,
         transform=SliceTransform(cfg.image_size, cfg.augment, label_map),
     )
+
+
+def train(ctx: RecipeContext) -> dict[str, Any]:
+    cfg = ctx.config
+    cache, label_map = open_cache(cfg.data, cfg)
+    train_ids, val_ids = split_volumes(cache, cfg.val_fraction, cfg.seed)
+    model = ctx.build_model(in_channels=1, num_classes=len(CLASS_NAMES))
+    train_set = training_set(cache, cfg, train_ids, label_map)
     val_slices = {v: s for v, s in labelled_slices(cache).items() if v in set(val_ids)}
     val_set = CachedSlices(
         cache, val_slices, class_names=CLASS_NAMES, transform=SliceTransform(cfg.image_size, None, label_map)
