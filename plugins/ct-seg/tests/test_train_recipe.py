@@ -181,3 +181,19 @@ def test_training_can_draw_only_from_labelled_slices():
         )
         drawn = [(s["volume"], s["slice"]) for s in training_set(cache, config, [0, 1, 2, 3], {})]
         assert all(s in labelled[v] for v, s in drawn) is only_labelled
+
+
+def test_lion_replaces_adam_when_asked(tmp_path):
+    from medkit.checkpoint import load_checkpoint
+
+    states = {}
+    for lion in ("false", "true"):
+        out = tmp_path / lion
+        result = run_cli(
+            ["run", "ct-seg", "--arch", "mini_unet", "--out", str(out), "--set", f"lion={lion}", *TINY]
+        )
+        assert result.exit_code == 0, result.output
+        optimizer = load_checkpoint(out / "checkpoints" / "last.pt")["optimizer"]
+        states[lion] = next(iter(optimizer["state"].values()))
+    assert "exp_avg_sq" in states["false"]  # Adam keeps second moments
+    assert "exp_avg_sq" not in states["true"] and "exp_avg" in states["true"]  # Lion keeps only momentum
