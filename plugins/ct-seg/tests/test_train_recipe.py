@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -197,3 +198,23 @@ def test_lion_replaces_adam_when_asked(tmp_path):
         states[lion] = next(iter(optimizer["state"].values()))
     assert "exp_avg_sq" in states["false"]  # Adam keeps second moments
     assert "exp_avg_sq" not in states["true"] and "exp_avg" in states["true"]  # Lion keeps only momentum
+
+
+def test_the_papers_set_up_ships_as_a_valid_config_file():
+    import yaml
+
+    paper = Path(__file__).resolve().parents[1] / "configs" / "paper.yaml"
+    result = run_cli(["run", "ct-seg", "--config", str(paper), "--print-config"])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load(result.stdout)
+    assert (config["loss"], config["batch_size"], config["image_size"], config["model"]) == (
+        "focal",
+        8,
+        128,
+        {"b": 16},
+    )
+    assert (
+        config["sampler"]["resident"],
+        config["sampler"]["uses"],
+        config["sampler"]["samples_per_epoch"],
+    ) == (20, 10, 960)
