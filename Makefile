@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.medkit-installed
 # Every first-party plugin under plugins/ and every example plugin installs beside the core.
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml examples/*/pyproject.toml))
-DEMO ?= example
+DEMO ?= ct-seg --arch attn_unetpp_v2
 
 .PHONY: install test demo lint bench bench-cache clean
 
