@@ -46,3 +46,12 @@ def run_cli(args: Sequence[str], env: dict[str, str] | None = None) -> Any:
 
     reset_plugins()
     return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for a torchrun rendezvous in a test."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

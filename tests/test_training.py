@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from medkit.checkpoint import load_checkpoint
+from medkit.testing import free_port
 
 SMALL = ["--device", "cpu", "--set", "samples=48", "--set", "image_size=16", "--set", "batch_size=8"]
 
@@ -125,12 +125,6 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(tmp_path):
         medkit("run", "example", "--out", str(tmp_path / name), "--epochs", "1", "--seed", seed, *SMALL)
     assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
     assert metrics(tmp_path / "a") != metrics(tmp_path / "c")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medkit.testing import run_cli
+from medkit.testing import free_port, run_cli
 from medkit_ct_seg.phantoms import phantom
 
 TINY = [
@@ -125,9 +124,7 @@ def test_predict_refuses_a_checkpoint_of_another_width(tmp_path, monkeypatch):
 
 
 def test_training_runs_under_torchrun_with_two_cpu_processes(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     out = tmp_path / "ddp"
     command = [
         sys.executable,

@@ -23,6 +23,16 @@ def conv_stack(in_channels: int, out_channels: int, depth: int) -> nn.Sequential
     )
 
 
+def encode(stages: nn.ModuleList, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Each conv stage, keeping its output as a skip, then a 2x max-pool (MedT and TransUNet share this)."""
+    skips = []
+    for stage in stages:
+        x = stage(x)
+        skips.append(x)
+        x = F.max_pool2d(x, 2)
+    return x, skips
+
+
 class UpStage(nn.Module):
     """U-Net decoder stage: ConvTranspose2d(k2, s2) in -> out, concat the skip, then ``depth`` conv blocks."""
 
@@ -66,11 +76,7 @@ class MedT(SegmentationNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        skips = []
-        for stage in self.encoder:
-            x = stage(x)
-            skips.append(x)
-            x = F.max_pool2d(x, 2)
+        x, skips = encode(self.encoder, x)
         tokens = x.flatten(2).transpose(1, 2)  # (N, H/16 * W/16, 16b)
         for layer in self.transformer:
             tokens = layer(tokens)
@@ -168,11 +174,7 @@ class TransUNet(SegmentationNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        skips = []
-        for stage in self.encoder:
-            x = stage(x)
-            skips.append(x)
-            x = F.max_pool2d(x, 2)
+        x, skips = encode(self.encoder, x)
         patches = self.patch_embed(self.bottleneck(x))  # (N, 512, grid, grid)
         tokens = self.transformer(patches.flatten(2).transpose(1, 2) + self.pos_embed)
         x = self.unpatch(tokens.transpose(1, 2).reshape(patches.shape))
