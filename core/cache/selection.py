@@ -16,18 +16,20 @@ Selection = dict[int, list[int]]
 """Volume index -> the slice indices chosen in it (the form the samplers and datasets take)."""
 
 
+def label_area(cache: SliceCache, volume: int, labels: Sequence[int] | None = None) -> np.ndarray:
+    """Pixels of ``labels`` (default: every foreground class) in each slice of ``volume``, from stored areas."""
+    area = cache.mask_area(volume)
+    columns = [c for c in (labels or range(1, area.shape[1])) if c < area.shape[1]]
+    return area[:, columns].sum(axis=1) if columns else np.zeros(area.shape[0], dtype=np.int64)
+
+
 def all_slices(cache: SliceCache) -> Selection:
     return {v: list(range(info.slices)) for v, info in enumerate(cache.volumes)}
 
 
 def labelled_slices(cache: SliceCache, labels: Sequence[int] | None = None) -> Selection:
     """Slices containing any of ``labels`` (default: any foreground class)."""
-    chosen = {}
-    for v in range(len(cache)):
-        area = cache.mask_area(v)
-        columns = [c for c in (labels or range(1, area.shape[1])) if c < area.shape[1]]
-        chosen[v] = np.flatnonzero(area[:, columns].sum(axis=1) > 0).tolist() if columns else []
-    return chosen
+    return {v: np.flatnonzero(label_area(cache, v, labels) > 0).tolist() for v in range(len(cache))}
 
 
 def largest_mask_slices(cache: SliceCache, n: int, labels: Sequence[int] | None = None) -> Selection:
@@ -35,11 +37,8 @@ def largest_mask_slices(cache: SliceCache, n: int, labels: Sequence[int] | None 
     first; slices without any of it are never chosen."""
     chosen = {}
     for v in range(len(cache)):
-        area = cache.mask_area(v)
-        columns = [c for c in (labels or range(1, area.shape[1])) if c < area.shape[1]]
-        total = area[:, columns].sum(axis=1) if columns else np.zeros(area.shape[0])
-        order = np.argsort(-total, kind="stable")[:n]
-        chosen[v] = [int(s) for s in order if total[s] > 0]
+        total = label_area(cache, v, labels)
+        chosen[v] = [int(s) for s in np.argsort(-total, kind="stable")[:n] if total[s] > 0]
     return chosen
 
 
