@@ -138,3 +138,51 @@ def test_the_trainer_takes_slices_from_the_cache_through_the_limited_ram_sampler
     records = Run(tmp_path / "run", "test", "fit", config=None).read_metrics()
     assert [r["train/samples"] for r in records] == [48] * 4 and records[-1]["val/samples"] == 8
     assert records[-1]["val/loss"] < records[0]["val/loss"]
+
+
+class ThreeChannels(Threshold):
+    """Threshold on the mean of three channels, so that NCHW and NHWC layouts differ."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.images = torch.randn(size, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.images[index]
+        return {"image": image, "mask": (image.mean(0) > 0).long()}
+
+
+class LayoutRecorder(nn.Conv2d, Model):
+    """A 1x1 convolution that records whether each batch it sees is channels-last."""
+
+    name = "layout"
+    task = "segmentation"
+
+    def __init__(self) -> None:
+        super().__init__(3, 2, kernel_size=1)
+        self.seen_channels_last: set[bool] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen_channels_last.add(
+            not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        )
+        return super().forward(x)
+
+
+def test_channels_last_feeds_nhwc_batches_and_learns_the_same(tmp_path):
+    losses = {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = LayoutRecorder()
+        trainer = GradientTrainer(
+            loss=lambda logits, batch: nn.functional.cross_entropy(logits, batch["mask"]),
+            make_optimizer=lambda params: torch.optim.Adam(params, lr=0.1),
+            epochs=2,
+            batch_size=8,
+            channels_last=channels_last,
+            console=Console(file=io.StringIO()),
+        )
+        run = Run(tmp_path / str(channels_last), "test", "fit", config=None)
+        summary = trainer.fit(model, ThreeChannels(), ThreeChannels(16), run)
+        assert model.seen_channels_last == {channels_last}
+        losses[channels_last] = summary["final"]["val/loss"]
+    assert abs(losses[True] - losses[False]) < 1e-4

@@ -66,6 +66,11 @@ class TrainSegConfig(TrainingConfig):
     loss: Literal["ce", "weighted_ce", "focal", "dice", "iou", "tversky", "hybrid"] = option(
         "weighted_ce", help="loss; weighted_ce learns the thin airway fastest on CPU (paper's choice: focal)"
     )
+    class_weight_power: float = option(
+        0.5,
+        help="weighted_ce: class weight = pixel frequency^-power; 0.5 (inverse square root, default) finds the "
+        "airway without painting it over its neighbours, 1 is plain inverse frequency",
+    )
     optim: OptimizerConfig = option(
         default_factory=lambda: OptimizerConfig(lr=1e-3, scheduler="cosine"),
         help="optimiser (paper: Adam without a schedule)",

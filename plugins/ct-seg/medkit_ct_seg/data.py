@@ -43,7 +43,7 @@ def _build_once(target: Path, build: Any) -> Path:
 
 def phantom_cache(volumes: int, slices: int, size: int, seed: int = 0) -> Path:
     """The embedded phantoms as a slice cache (generated once, about a second per phantom)."""
-    target = cache_root() / f"phantoms-v1-{volumes}x{slices}x{size}-seed{seed}.h5"
+    target = cache_root() / f"phantoms-v2-{volumes}x{slices}x{size}-seed{seed}.h5"
 
     def build(path: Path) -> None:
         with tempfile.TemporaryDirectory() as folder:

@@ -65,11 +65,15 @@ class WeightedCrossEntropy(nn.Module):
         return F.cross_entropy(logits, target.long(), weight=self.weights.to(logits.dtype))
 
 
-def class_weights_from_counts(pixel_counts: Sequence[float] | torch.Tensor) -> torch.Tensor:
-    """Inverse-frequency class weights normalised to mean 1: ``w_c = (1 / n_c) / mean_k(1 / n_k)``.
+def class_weights_from_counts(
+    pixel_counts: Sequence[float] | torch.Tensor, power: float = 1.0
+) -> torch.Tensor:
+    """Inverse-frequency class weights normalised to mean 1: ``w_c = n_c^-power / mean_k(n_k^-power)``.
 
     ``pixel_counts[c]`` is the number (or share) of pixels of class ``c`` in the training data; only the
     ratios matter. On the LUNA16 balance 87.1 : 5.965 : 6.836 : 0.102 the trachea gets the largest weight.
+    ``power`` 1 is plain inverse frequency; 0.5 (inverse square root) tempers it, so a rare class is found
+    without being painted over its neighbours (a weight w moves the decision threshold by a factor w).
     """
     counts = torch.as_tensor(pixel_counts, dtype=torch.float64)
     if counts.ndim != 1 or len(counts) == 0:
@@ -80,7 +84,7 @@ def class_weights_from_counts(pixel_counts: Sequence[float] | torch.Tensor) -> t
             f"class(es) {missing} have no pixels in the data, so they have no inverse-frequency weight; "
             "pass the weights explicitly or check the masks' label values"
         )
-    inverse = 1.0 / counts
+    inverse = counts**-power
     return (inverse / inverse.mean()).float()
 
 

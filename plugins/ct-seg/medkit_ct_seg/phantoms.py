@@ -3,7 +3,7 @@
 Each phantom is an axial stack in LPS order (x towards the patient's left) with Hounsfield values as in
 LUNA16: air -1000, lung parenchyma about -850 with vessels, fat -100, soft tissue and heart 40, bone 700,
 Gaussian noise. Shapes change smoothly from slice to slice. Labels follow ct-seg: 0 background, 1 right lung
-(the larger, three lobes), 2 left lung, 3 trachea and main bronchi - small, as in real CT (about 0.1-0.3 % of
+(the larger, three lobes), 2 left lung, 3 trachea and main bronchi - small, as in real CT (about 0.1 % of
 pixels).
 """
 
@@ -70,7 +70,7 @@ def phantom(slices: int = 48, size: int = 128, seed: int = 0) -> tuple[np.ndarra
 
 def _airway(x: np.ndarray, y: np.ndarray, t: float, carina: float) -> np.ndarray:
     """The trachea down to the carina, then two main bronchi running out and down into the lungs."""
-    radius = 0.035
+    radius = 0.043  # about 0.1 % of all pixels, LUNA16's trachea share (spec, Task)
     if t < carina:
         return _ellipse(x, y, 0.0, -0.22, radius, radius)
     spread = (t - carina) * 1.6

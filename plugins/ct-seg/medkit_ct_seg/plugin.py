@@ -57,6 +57,17 @@ def register_recipes(register):
             summary="segment volumes with a checkpoint: NIfTI masks and PNG overlays (unseen phantoms by default)",
         )
     )
+    register(
+        Recipe(
+            name="study",
+            target="medkit_ct_seg.recipes.study:study",
+            config="medkit_ct_seg.studies:StudySegConfig",
+            summary="the paper's studies (architectures x widths, batch sizes, losses, Adam vs Lion, "
+            "augmentations) as grids of train runs, with a table and plots; small on CPU, --set scale=paper",
+            # a resumed study keeps its finished trials and may change its grid (drop a failing arch, add widths)
+            resumable=("studies", "archs", "widths", "batch_sizes", "losses", "optimizers", "augmentations"),
+        )
+    )
 
 
 @hookimpl

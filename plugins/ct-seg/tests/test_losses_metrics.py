@@ -83,6 +83,15 @@ def test_inverse_frequency_weights_on_the_luna16_balance_weight_the_trachea_high
     assert weights[0] < weights[1] < weights[3] and weights[2] < weights[1]  # rarer class, larger weight
 
 
+def test_tempered_weights_are_the_inverse_square_root_of_the_class_frequency() -> None:
+    weights = class_weights_from_counts(LUNA16_BALANCE, power=0.5)
+    inverse_sqrt = torch.tensor(LUNA16_BALANCE, dtype=torch.float64) ** -0.5
+    torch.testing.assert_close(weights, (inverse_sqrt / inverse_sqrt.mean()).float())
+    full = class_weights_from_counts(LUNA16_BALANCE)
+    # trachea : background is about 29 : 1 instead of about 854 : 1
+    assert weights[3] / weights[0] == pytest.approx((full[3] / full[0]).sqrt().item(), rel=1e-4)
+
+
 def test_a_class_without_pixels_gets_a_message_not_an_infinite_weight() -> None:
     with pytest.raises(ValueError, match=r"\[3\] have no pixels"):
         class_weights_from_counts([90, 5, 5, 0])

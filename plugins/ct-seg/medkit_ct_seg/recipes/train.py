@@ -17,7 +17,9 @@ from ..losses import LOSSES, class_weights_from_counts
 from ..metrics import PaperSegmentationScorer, ranking_figures
 
 
-def make_loss(name: str, cache: Any, volumes: list[int], label_map: dict[int, int]) -> Any:
+def make_loss(
+    name: str, cache: Any, volumes: list[int], label_map: dict[int, int], power: float = 1.0
+) -> Any:
     if name != "weighted_ce":
         return LOSSES[name]()
     counts = np.zeros(len(CLASS_NAMES))
@@ -27,7 +29,7 @@ def make_loss(name: str, cache: Any, volumes: list[int], label_map: dict[int, in
             label = label_map.get(value, 0) if label_map else value
             if label < len(counts):
                 counts[label] += pixels
-    return LOSSES[name](class_weights_from_counts(counts))
+    return LOSSES[name](class_weights_from_counts(counts, power))
 
 
 def make_optimizer(config: Any):
@@ -64,7 +66,7 @@ def train(ctx: RecipeContext) -> dict[str, Any]:
     val_set = CachedSlices(
         cache, val_slices, class_names=CLASS_NAMES, transform=SliceTransform(cfg.image_size, None, label_map)
     )
-    loss = make_loss(cfg.loss, cache, train_ids, label_map)
+    loss = make_loss(cfg.loss, cache, train_ids, label_map, cfg.class_weight_power)
     overrides = {"make_optimizer": make_optimizer(cfg)} if cfg.lion else {}
     trainer = trainer_from_config(
         cfg,
