@@ -79,6 +79,9 @@ def train(ctx: RecipeContext) -> dict[str, Any]:
     summary = trainer.fit(model, train_set, val_set, ctx.run)
     records = ctx.run.read_metrics()
     summary["ranking"] = ranking_figures([r.get(cfg.monitor, float("nan")) for r in records])
+    best = next((r for r in records if r["epoch"] == summary["best_epoch"]), {})
+    # the held-out volumes' figures at the epoch best.pt was saved: what a user of the checkpoint gets
+    summary["best_val"] = {k.removeprefix("val/"): v for k, v in best.items() if k.startswith("val/")}
     summary.update(
         parameters=model.num_parameters(),
         train_volumes=len(train_ids),
