@@ -217,3 +217,19 @@ def test_the_papers_set_up_ships_as_a_valid_config_file():
         config["sampler"]["uses"],
         config["sampler"]["samples_per_epoch"],
     ) == (20, 10, 960)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("image_size=36", "divisible by 16"),
+        ("model.b=7", "multiple of 2"),
+        ("model.in_channels=3", "single-channel CT slices"),
+    ],
+)
+def test_a_setting_the_network_refuses_leaves_no_run_directory(tmp_path, option, message):
+    out = tmp_path / "run"
+    result = run_cli(["run", "ct-seg", "--out", str(out), *TINY, "--set", option])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not out.exists()

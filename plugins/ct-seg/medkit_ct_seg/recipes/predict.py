@@ -53,7 +53,7 @@ def load_model(ctx: RecipeContext, path: Path) -> tuple[torch.nn.Module, dict[st
     return model.to(ctx.device).eval(), {"arch": arch, "options": options, "epoch": state.get("epoch")}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def segment(
     model: torch.nn.Module,
     volume: np.ndarray,

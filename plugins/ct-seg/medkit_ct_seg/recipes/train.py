@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from medkit import RecipeContext
+from medkit import RecipeContext, UsageError
 from medkit.cache.sampler import ResidentSliceDataset
 from medkit.cache.selection import CachedSlices, labelled_slices
 from medkit.trainer import trainer_from_config
@@ -56,8 +56,19 @@ def training_set(cache: Any, cfg: Any, volumes: list[int], label_map: dict[int, 
     )
 
 
+def check_model_shape(options: dict[str, Any]) -> None:
+    """CT slices have one channel and the task four classes; a model built otherwise could not train on them."""
+    for key, needed in (("in_channels", 1), ("num_classes", len(CLASS_NAMES))):
+        if key in options and options[key] != needed:
+            raise UsageError(
+                f"model.{key}={options[key]}: ct-seg trains on single-channel CT slices with {len(CLASS_NAMES)} "
+                f"classes ({', '.join(CLASS_NAMES)}), so {key} must be {needed}; drop --set model.{key}"
+            )
+
+
 def train(ctx: RecipeContext) -> dict[str, Any]:
     cfg = ctx.config
+    check_model_shape(cfg.model)
     cache, label_map = open_cache(cfg.data, cfg)
     train_ids, val_ids = split_volumes(cache, cfg.val_fraction, cfg.seed)
     model = ctx.build_model(in_channels=1, num_classes=len(CLASS_NAMES))
