@@ -47,6 +47,10 @@ class RecipeConfig:
     seed: int = option(0, help="seed of every random generator; the same seed gives the same run")
     device: Literal["auto", "cpu", "cuda"] = option("auto", help="auto picks cuda when a GPU is present")
 
+    def validate(self) -> None:
+        """Checks across options, run once every key and type is valid (before any run directory exists);
+        raise a UsageError that names the option. A recipe's config overrides it when it needs any."""
+
 
 @dataclass(kw_only=True)
 class OptimizerConfig:
@@ -199,6 +203,17 @@ def parse_set(expression: str) -> dict[str, Any]:
 Layer = tuple[str, dict[str, Any]]
 
 
+def merge_mappings(base: dict[Any, Any], update: dict[Any, Any]) -> dict[Any, Any]:
+    """``update`` over ``base``, key by key at every depth: ``--set base.a.x=1 --set base.a.y=2`` keeps both."""
+    merged = dict(base)
+    for key, value in update.items():
+        old = merged.get(key)
+        merged[key] = (
+            merge_mappings(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+        )
+    return merged
+
+
 class _Resolver:
     """Merges layers onto the defaults, remembering which layer set each key, then validates types."""
 
@@ -223,7 +238,7 @@ class _Resolver:
                     target[key] = {}
                 self.merge(target[key], value, tp, source, f"{path}.")
             elif get_origin(tp) is dict and isinstance(value, dict) and isinstance(target.get(key), dict):
-                target[key] = {**target[key], **value}
+                target[key] = merge_mappings(target[key], value)
                 self.origins.update({f"{path}.{k}": source for k in value})
             else:
                 target[key] = value
@@ -311,7 +326,8 @@ def resolve_config(schema: type, layers: list[Layer]) -> tuple[Any, dict[str, st
     """Defaults < each layer in order; returns the validated config and the origin of every set key.
 
     Raises one UsageError that lists every problem (unknown keys with suggestions, wrong types with the
-    layer that set them), so a user fixes a config file in one go.
+    layer that set them), so a user fixes a config file in one go; then a RecipeConfig's own
+    :meth:`~RecipeConfig.validate` checks across options.
     """
     resolver = _Resolver(schema)
     merged = defaults(schema)
@@ -321,6 +337,8 @@ def resolve_config(schema: type, layers: list[Layer]) -> tuple[Any, dict[str, st
     if resolver.errors:
         problems = "\n  ".join(resolver.errors)
         raise UsageError(f"invalid configuration:\n  {problems}")
+    if isinstance(config, RecipeConfig):
+        config.validate()
     return config, resolver.origins
 
 

@@ -93,12 +93,14 @@ class Recipe(Entry):
     ``target`` is a function ``run(ctx: medkit.RecipeContext) -> dict`` returning the final figures;
     ``config`` is a dataclass (or its ``"module:Class"`` path) deriving from :class:`medkit.RecipeConfig`:
     the typed schema every config file, ``--set`` and flag is validated against before the run starts.
-    ``default`` marks the recipe run when none is named.
+    ``default`` marks the recipe run when none is named; ``resumable`` names the config keys that ``--resume``
+    may change besides out, epochs and device (a study's grid may grow or shrink between sessions).
     """
 
     kind: ClassVar[str] = "recipe"
     config: type | str
     default: bool = False
+    resumable: tuple[str, ...] = ()
 
     def load_config_class(self) -> type:
         return resolve(self.config, f"config of recipe {self.name!r}")

@@ -26,13 +26,27 @@ def curve_names(records: list[dict[str, Any]]) -> list[str]:
     return sorted(names, key=priority)[:MAX_PANELS]
 
 
-def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """One panel per figure, train and validation over epochs; written atomically to ``path``."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend, imported on first use (it is slow to import)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(figure: Any, path: Path, dpi: int = 100) -> Path:
+    """Write a matplotlib figure to ``path`` as PNG, atomically, and close it."""
+    with atomic_path(Path(path)) as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi)
+    pyplot().close(figure)
+    return Path(path)
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """One panel per figure, train and validation over epochs; written atomically to ``path``."""
+    plt = pyplot()
     names = curve_names(records)
     columns = min(3, max(1, len(names)))
     rows = max(1, math.ceil(len(names) / columns))
@@ -51,7 +65,4 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> P
         axis.axis("off")
     figure.suptitle(title)
     figure.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path)

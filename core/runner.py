@@ -93,17 +93,28 @@ def resolve(
         layers.append(
             ("command-line flags", {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()})
         )
-    config, _ = resolve_config(schema, layers)
-    check_architecture(plugin, config)
+    config = config_from_layers(plugin, recipe, layers)
     if resume:
-        changed = [
-            k for k in config_changes(stored, to_plain(config)) if k.split(".")[0] not in RESUMABLE_CHANGES
-        ]
+        allowed = RESUMABLE_CHANGES | set(recipe.resumable)
+        changed = [k for k in config_changes(stored, to_plain(config)) if k.split(".")[0] not in allowed]
         if changed:
             raise UsageError(
                 f"--resume: the config differs from the run's own in {', '.join(changed)}; a resumed run must "
-                f"keep its config (only {', '.join(sorted(RESUMABLE_CHANGES))} may change)"
+                f"keep its config (only {', '.join(sorted(allowed))} may change)"
             )
+    return config
+
+
+def config_from_layers(plugin: PluginRecord, recipe: Recipe, layers: Sequence[Layer]) -> Any:
+    """The validated config of ``recipe`` from named layers of plain options over its defaults, checked as
+    `medkit run` checks it (known architecture, existing --data).
+
+    With :func:`execute` this runs a recipe from code into a chosen folder: set ``out`` in the last layer.
+    A recipe that runs others (a study runs one `train` per trial) validates every trial's config this way
+    before the first one starts; errors name the layer that set the wrong key.
+    """
+    config, _ = resolve_config(recipe.load_config_class(), list(layers))
+    check_architecture(plugin, config)
     data = getattr(config, "data", None)
     if data is not None and not Path(data).exists():
         raise UsageError(

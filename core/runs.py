@@ -73,6 +73,21 @@ def latest_run_dir(plugin: str, recipe: str) -> Path:
     return candidates[-1]
 
 
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records logged in ``run_dir``'s metrics.jsonl (none when it has none); a line torn by a kill is
+    ignored."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def stored_config(run_dir: Path) -> dict[str, Any]:
     return load_yaml_file(Path(run_dir) / CONFIG_FILE)
 
@@ -224,17 +239,8 @@ class Run:
             os.fsync(handle.fileno())
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """The logged records; a line torn by a kill is ignored."""
-        path = self.dir / METRICS_FILE
-        if not path.is_file():
-            return []
-        records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return records
+        """The records logged so far (see :func:`read_metrics`)."""
+        return read_metrics(self.dir)
 
     def keep_metrics(self, upto_epoch: int) -> None:
         """Drop records after ``upto_epoch``: a resumed run logs those epochs again, exactly once."""

@@ -158,6 +158,33 @@ def test_model_options_merge_across_layers_key_by_key():
     assert origins["model.width"] == SET and origins["model.depth"] == FILE
 
 
+def test_nested_mappings_in_an_untyped_option_merge_at_every_depth():
+    layers = [
+        (FILE, {"model": {"stem": {"width": 8, "depth": 2}}}),
+        (SET, {"model": {"stem": {"width": 16}}}),
+    ]
+    config, _ = resolve_config(Train, layers)
+    assert config.model == {"stem": {"width": 16, "depth": 2}}
+
+
+@dataclass(kw_only=True)
+class Range(RecipeConfig):
+    low: int = option(0, help="lower end")
+    high: int = option(10, help="upper end")
+
+    def validate(self) -> None:
+        if self.low > self.high:
+            raise UsageError(f"low {self.low} is above high {self.high}")
+
+
+def test_a_configs_own_check_across_options_runs_once_the_types_are_valid():
+    assert resolve_config(Range, [(SET, {"low": 3})])[0].low == 3
+    with pytest.raises(UsageError, match="low 12 is above high 10"):
+        resolve_config(Range, [(SET, {"low": 12})])
+    with pytest.raises(UsageError, match=r"low \(from --set epochs=4\): expected int"):  # types first
+        resolve_config(Range, [(SET, {"low": "x"})])
+
+
 def test_model_options_are_passed_through_untyped():
     config, _ = resolve_config(Train, [(SET, {"model": {"widths": [8, 16], "act": "relu", "p": None}})])
     assert config.model == {"widths": [8, 16], "act": "relu", "p": None}

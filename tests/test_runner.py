@@ -6,10 +6,14 @@ import json
 import types
 from dataclasses import dataclass
 
+import pytest
 import yaml
 
 from medkit import ArchitectureEntry, Recipe, RecipeConfig, hookimpl, option
 from medkit.config import TrainingConfig
+from medkit.errors import UsageError
+from medkit.plugins import get_plugins
+from medkit.runner import config_from_layers, execute
 from medkit.testing import run_cli
 
 
@@ -27,6 +31,20 @@ def count_recipe(ctx) -> dict:
     return {"total": sum(r["value"] for r in ctx.run.read_metrics())}
 
 
+def count_twice_recipe(ctx) -> dict:
+    """A recipe that runs another, as a study does: `count` once per size, each into a folder of this run."""
+    count = ctx.plugin.entry("recipe", "count")
+    totals = {}
+    for size in (2, 3):
+        layers = [
+            (f"trial count={size}", {"count": size}),
+            ("caller", {"out": str(ctx.run.dir / f"count{size}")}),
+        ]
+        _, summary = execute(ctx.plugin, count, config_from_layers(ctx.plugin, count, layers))
+        totals[f"count{size}"] = summary["total"]
+    return totals
+
+
 @dataclass(kw_only=True)
 class NoArchConfig(TrainingConfig):
     pass
@@ -40,6 +58,8 @@ def counting_plugin() -> types.ModuleType:
     def register_recipes(register):
         register(Recipe(name="count", target=count_recipe, config=CountConfig, default=True))
         register(Recipe(name="noarch", target=count_recipe, config=NoArchConfig))
+        register(Recipe(name="twice", target=count_twice_recipe, config=CountConfig))
+        register(Recipe(name="growing", target=count_recipe, config=CountConfig, resumable=("count",)))
         register(Recipe(name="unimportable", target="medkit_no_such_module:run", config=CountConfig))
 
     @hookimpl
@@ -127,3 +147,37 @@ def test_a_recipe_that_cannot_be_imported_fails_before_a_run_directory_exists(me
     result = run_cli(["run", "counting", "unimportable", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1 and "medkit_no_such_module" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_recipe_can_run_another_into_a_folder_of_its_own_run(medkit_plugin, tmp_path):
+    medkit_plugin(counting_plugin(), name="counting")
+    out = tmp_path / "run"
+    result = run_cli(["run", "counting", "twice", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["count3"] == 1 + 4 + 9
+    for size, total in ((2, 1 + 4), (3, 1 + 4 + 9)):
+        inner = out / f"count{size}"
+        assert json.loads((inner / "summary.json").read_text())["total"] == total
+        assert json.loads((inner / "env.json").read_text())["recipe"] == "count"
+        assert yaml.safe_load((inner / "config.yaml").read_text())["count"] == size
+
+
+def test_a_config_from_layers_names_the_layer_of_a_wrong_key(medkit_plugin):
+    medkit_plugin(counting_plugin(), name="counting")
+    record = get_plugins().get("counting")
+    with pytest.raises(UsageError, match=r"cont \(from trial 3\): no such option. Did you mean 'count'"):
+        config_from_layers(record, record.entry("recipe", "count"), [("trial 3", {"cont": 3})])
+
+
+def test_a_recipe_names_the_options_a_resumed_run_may_change(medkit_plugin, tmp_path):
+    medkit_plugin(counting_plugin(), name="counting")
+    for recipe in ("count", "growing"):
+        out = tmp_path / recipe
+        assert run_cli(["run", "counting", recipe, "--out", str(out), "--set", "count=2"]).exit_code == 0
+        resumed = run_cli(["run", "counting", recipe, "--resume", "--out", str(out), "--set", "count=3"])
+        if recipe == "count":
+            assert resumed.exit_code == 2 and "differs from the run's own in count" in resumed.output
+        else:
+            assert resumed.exit_code == 0, resumed.output
+            assert yaml.safe_load((out / "config.yaml").read_text())["count"] == 3
+            assert "resumed" in json.loads((out / "env.json").read_text())

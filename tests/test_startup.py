@@ -34,6 +34,7 @@ def imported_modules(*args: str) -> set[str]:
         ["list-plugins"],
         ["list-plugins", "--json", "--all"],
         ["run", "example", "--help"],
+        ["run", "ct-seg", "study", "--help"],
         ["cache", "build", "--help"],
     ],
 )
