@@ -1,0 +1,249 @@
+"""The backbone registry of the study (paper 004): dimensions, weights from local files only, and bad input."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from medkit_anomaly.backbone_table import BACKBONES, backbone_spec, list_backbones
+from medkit_anomaly.backbones import build_backbone, build_network, empty_weights, probe_layers
+
+from medkit.errors import UsageError
+
+# The spec's table (spec/anomaly.md, "Backbones and embedding layers"): name -> (dimension a, random reduction d).
+# NOT_GIVEN where the spec is silent; d None is the spec's "no reduction".
+NOT_GIVEN = object()
+_VGG = ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
+_MOBILENETS = ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
+SPEC = {
+    "alexnet": (256, 100),
+    "squeezenet1_0": (NOT_GIVEN, 100),
+    "squeezenet1_1": (NOT_GIVEN, 100),
+    **dict.fromkeys(_VGG, (512, 120)),
+    "resnet18": (448, 100),
+    "resnet34": (448, 100),
+    **dict.fromkeys(["resnet50", "resnet101", "resnet152"], (1792, 550)),
+    "googlenet": (1248, 550),
+    "inception_v3": (832, 220),
+    "shufflenet_v2_x0_5": (336, 100),
+    "shufflenet_v2_x1_0": (812, 220),
+    **dict.fromkeys(_MOBILENETS, (64, None)),
+    "resnext50_32x4d": (1792, NOT_GIVEN),
+    "resnext101_32x8d": (1792, NOT_GIVEN),
+    **dict.fromkeys(["wide_resnet50_2", "wide_resnet101_2", "resnest50d", "resnest101e"], (1792, 550)),
+    "mnasnet0_5": (80, None),
+    "mnasnet1_0": (144, None),
+    "efficientnet_b0": (80, None),
+    "efficientnet_b1": (80, None),
+    "efficientnet_b2": (88, None),
+    "efficientnet_b3": (104, 100),
+    "efficientnet_b4": (112, 100),
+    "efficientnet_b5": (128, 100),
+    "efficientnet_b6": (144, 100),
+    "efficientnet_b7": (160, 100),
+    "regnet_y_400mf": (360, 100),
+    "regnet_y_800mf": (528, 150),
+    "regnet_y_1_6gf": (504, 150),
+    "regnet_y_3_2gf": (864, 220),
+    "regnet_y_8gf": (1568, 450),
+    "regnet_y_16gf": (1904, 600),
+    "regnet_y_32gf": (2320, 700),
+    "regnet_x_400mf": (256, 100),
+    "regnet_x_800mf": (480, 100),
+    "regnet_x_1_6gf": (648, 150),
+    "regnet_x_3_2gf": (720, 200),
+    "regnet_x_8gf": (1040, 300),
+    "regnet_x_16gf": (1664, 500),
+    "regnet_x_32gf": (2352, 700),
+}
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """Empty torch hub and Hugging Face caches under tmp_path, and no network: a download attempt fails loudly."""
+    import huggingface_hub.constants
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a backbone tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub" / "checkpoints"
+    torch.hub.set_dir(previous)
+
+
+def resnet18_state(seed: int) -> dict[str, torch.Tensor]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_network("resnet18").state_dict()
+
+
+def test_efficientnet_lite0_with_the_shipped_imagenet_weights_sees_a_cat(offline):
+    from skimage import data
+
+    backbone = build_backbone("efficientnet_lite0", weights="imagenet")
+    photo = torch.from_numpy(data.chelsea()).permute(2, 0, 1).float() / 255
+    x = F.interpolate(photo[None], size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+    x = (x - IMAGENET_MEAN) / IMAGENET_STD
+    with torch.inference_mode():
+        top = backbone.model(x).argmax(1).item()
+        maps = backbone(x)
+    assert top in IMAGENET_CATS
+    assert "efficientnet-lite0-57934424.pth (by order)" in backbone.weights
+    assert [tuple(m.shape) for m in maps] == [(1, 16, 112, 112), (1, 24, 56, 56), (1, 40, 28, 28)]
+
+
+def test_resnet18_embedding_is_448_dimensional_and_its_default_d_is_100():
+    backbone = build_backbone("resnet18", weights="random")
+    with torch.inference_mode():
+        maps = backbone(torch.randn(2, 3, 64, 64))
+    assert backbone.layers == ["layer1", "layer2", "layer3"]
+    assert backbone.channels == [64, 128, 256] and backbone.embedding_dim == 448
+    assert backbone.default_d == 100
+    assert backbone.strides == [4, 8, 16]
+    assert [tuple(m.shape) for m in maps] == [(2, 64, 16, 16), (2, 128, 8, 8), (2, 256, 4, 4)]
+
+
+@pytest.mark.parametrize("name", list(SPEC))
+def test_the_table_gives_the_specs_embedding_dimension_and_d(name):
+    a, d = SPEC[name]
+    spec = backbone_spec(name)
+    assert a is NOT_GIVEN or spec.embedding_dim == a
+    assert d is NOT_GIVEN or spec.default_d == d
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_the_tables_channels_are_those_of_the_built_network(name):
+    """Every entry, big ones included: built with weights on the meta device, probed with a meta input."""
+    spec = BACKBONES[name]
+    with empty_weights():
+        network = build_network(name)
+    probed = probe_layers(network, spec.layers, name)
+    assert tuple(c for c, _ in probed) == spec.channels
+    strides = [s for _, s in probed]
+    assert strides == sorted(strides), "embedding layers come in order of increasing stride"
+    assert spec.default_d is None or spec.default_d < spec.embedding_dim
+
+
+def test_list_backbones_takes_a_wildcard():
+    resnets = list_backbones("*resnet*")
+    assert {"resnet18", "wide_resnet50_2", "seresnet50", "legacy_seresnet152"} <= set(resnets)
+    assert not any("efficientnet" in n for n in resnets)
+    assert list_backbones("regnet_y_*") == sorted(n for n in BACKBONES if n.startswith("regnet_y_"))
+    assert len(list_backbones()) == len(BACKBONES) >= 70
+
+
+def test_the_table_imports_without_torch():
+    code = "import sys, medkit_anomaly.backbone_table as t; assert t.BACKBONES; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_forward_pass_stops_after_the_last_embedding_layer():
+    backbone = build_backbone("resnet18", weights="random")
+    ran = []
+    backbone.model.layer4.register_forward_hook(lambda *_: ran.append("layer4"))
+    backbone.model.fc.register_forward_hook(lambda *_: ran.append("fc"))
+    with torch.inference_mode():
+        backbone(torch.randn(1, 3, 64, 64))
+    assert ran == []
+
+
+def test_a_backbone_is_frozen_and_stays_in_evaluation_mode():
+    backbone = build_backbone("resnet18", weights="random")
+    torch.nn.Sequential(backbone).train()
+    assert not any(m.training for m in backbone.modules())
+    assert not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_random_weights_are_seeded():
+    first, again, other = (build_backbone("resnet18", "random", seed=s) for s in (1024, 1024, 1))
+    assert torch.equal(first.model.conv1.weight, again.model.conv1.weight)
+    assert not torch.equal(first.model.conv1.weight, other.model.conv1.weight)
+    assert first.weights == "random (seed 1024)"
+
+
+def test_imagenet_weights_in_the_local_hub_cache_are_used(offline):
+    offline.mkdir(parents=True)
+    state = resnet18_state(seed=7)
+    torch.save(state, offline / "resnet18-f37072fd.pth")  # torchvision's IMAGENET1K_V1 file name
+    backbone = build_backbone("resnet18", weights="imagenet")
+    assert torch.equal(backbone.model.conv1.weight, state["conv1.weight"])
+    assert backbone.weights.endswith("resnet18-f37072fd.pth (by name)")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("resnet18", "checkpoints/resnet18-f37072fd.pth"), ("seresnet50", "Hugging Face cache")],
+)
+def test_imagenet_weights_without_a_local_file_say_where_to_put_them_and_do_not_download(
+    offline, name, expected
+):
+    with pytest.raises(UsageError) as raised:
+        build_backbone(name, weights="imagenet")
+    message = str(raised.value)
+    assert expected in message and "--weights PATH" in message
+
+
+def test_a_state_dict_with_other_key_names_loads_by_order(tmp_path):
+    state = resnet18_state(seed=7)
+    renamed = {f"backbone.{i:03d}": t for i, (k, t) in enumerate(state.items()) if "num_batches" not in k}
+    torch.save({"state_dict": renamed}, tmp_path / "renamed.pth")
+    backbone = build_backbone("resnet18", weights=tmp_path / "renamed.pth")
+    assert torch.equal(backbone.model.layer3[1].bn2.running_var, state["layer3.1.bn2.running_var"])
+    assert backbone.weights.endswith("renamed.pth (by order)")
+
+
+def test_a_safetensors_file_loads(tmp_path):
+    from safetensors.torch import save_file
+
+    state = resnet18_state(seed=7)
+    save_file(state, tmp_path / "resnet18.safetensors")
+    backbone = build_backbone("resnet18", weights=str(tmp_path / "resnet18.safetensors"))
+    assert torch.equal(backbone.model.fc.weight, state["fc.weight"])
+
+
+def test_a_wrong_shaped_file_names_the_tensor(tmp_path):
+    state = resnet18_state(seed=7)
+    state["layer2.0.conv1.weight"] = torch.zeros(128, 32, 3, 3)
+    torch.save(state, tmp_path / "wrong.pth")
+    with pytest.raises(UsageError) as raised:
+        build_backbone("resnet18", weights=tmp_path / "wrong.pth")
+    message = str(raised.value)
+    assert "'layer2.0.conv1.weight' should have shape (128, 64, 3, 3)" in message
+    assert "has (128, 32, 3, 3)" in message and "wrong.pth" in message
+    assert "resnet18 has 102 tensors, the file 102" in message
+
+
+def test_another_networks_file_does_not_fit(tmp_path):
+    torch.save(build_network("resnet34").state_dict(), tmp_path / "resnet34.pth")
+    with pytest.raises(UsageError, match=r"resnet18 has 102 tensors, the file 182"):
+        build_backbone("resnet18", weights=tmp_path / "resnet34.pth")
+
+
+def test_an_unknown_layer_lists_the_valid_ones():
+    with pytest.raises(UsageError) as raised:
+        build_backbone("resnet18", weights="random", layers=["layer1", "layer5"])
+    message = str(raised.value)
+    assert "no layer 'layer5'" in message
+    assert all(f"layer{i}" in message for i in range(1, 5)) and "layer3.1" in message
+
+
+def test_an_unknown_backbone_suggests_the_closest_names():
+    with pytest.raises(UsageError, match=r"unknown backbone 'resnet19'.*'resnet18'"):
+        build_backbone("resnet19", weights="random")
+
+
+def test_an_unknown_weights_source_suggests_the_closest():
+    with pytest.raises(UsageError, match=r"weights 'imagnet': no such file. Did you mean 'imagenet'"):
+        build_backbone("resnet18", weights="imagnet")
