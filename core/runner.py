@@ -7,6 +7,7 @@ them directly.
 from __future__ import annotations
 
 import inspect
+import shutil
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -180,6 +181,7 @@ def execute(
     run_dir = distributed.broadcast_object(
         Path(config.out) if config.out else default_run_dir(plugin.name, label)
     )
+    created = not run_dir.exists()
     check_run_dir(run_dir, plugin.name, recipe.name, resume)
     distributed.barrier()
     run = Run(run_dir, plugin.name, recipe.name, config, resume, dist.rank, dist.world_size)
@@ -189,6 +191,12 @@ def execute(
     context = RecipeContext(plugin, recipe, config, run, device, console)
     try:
         summary = dict(run_recipe(context) or {})
+    except UsageError:
+        # a usage error found by the recipe (a model that refuses the image size, say) is the user's to fix:
+        # a directory this call created and that holds no checkpoint yet is removed, not left half-written
+        if created and run.is_main and not any(run.dir.glob("checkpoints/*")):
+            shutil.rmtree(run.dir, ignore_errors=True)
+        raise
     except MedkitError:
         raise
     except Exception as err:
