@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from medkit import UsageError
-from medkit import distributed as dist
 from medkit.cache.build import build_cache
 from medkit.cache.pairing import Pair, find_pairs
 from medkit.cache.store import Preprocessing, SliceCache
+from medkit.user_cache import build_once, cache_folder
 
 from .phantoms import phantom
 
@@ -28,17 +28,7 @@ LUNA16_MASKS = "seg-lungs-LUNA16"
 
 
 def cache_root() -> Path:
-    base = os.environ.get("MEDKIT_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "medkit" / "ct-seg"
-
-
-def _build_once(target: Path, build: Any) -> Path:
-    """Build ``target`` on the main process only; the other ranks wait, then read it."""
-    if dist.current().is_main and not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        build(target)
-    dist.barrier()
-    return target
+    return cache_folder("ct-seg")
 
 
 def phantom_cache(volumes: int, slices: int, size: int, seed: int = 0) -> Path:
@@ -55,7 +45,7 @@ def phantom_cache(volumes: int, slices: int, size: int, seed: int = 0) -> Path:
                 pairs.append(Pair(f"phantom{i:03d}", file, file))
             build_cache(pairs, path, workers=1)
 
-    return _build_once(target, build)
+    return build_once(target, build)
 
 
 def folder_cache(folder: Path) -> tuple[Path, dict[int, int]]:
@@ -69,7 +59,7 @@ def folder_cache(folder: Path) -> tuple[Path, dict[int, int]]:
         rule = {"mask_dir": luna} if luna else {"mask_suffix": "_seg"}
         build_cache(find_pairs([folder], **rule), path, workers=min(4, os.cpu_count() or 1))
 
-    return _build_once(target, build), (LUNA16_LABELS if luna else {})
+    return build_once(target, build), (LUNA16_LABELS if luna else {})
 
 
 def open_cache(data: Path | None, config: Any) -> tuple[SliceCache, dict[int, int]]:
