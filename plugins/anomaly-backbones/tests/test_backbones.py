@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from medkit_anomaly.backbone_table import BACKBONES, backbone_spec, list_backbones
-from medkit_anomaly.backbones import build_backbone, build_network, empty_weights, probe_layers
 
 from medkit.errors import UsageError
+from medkit_anomaly.backbone_table import BACKBONES, backbone_spec, list_backbones
+from medkit_anomaly.backbones import build_backbone, build_network, empty_weights, probe_layers
 
 # The spec's table (spec/anomaly.md, "Backbones and embedding layers"): name -> (dimension a, random reduction d).
 # NOT_GIVEN where the spec is silent; d None is the spec's "no reduction".

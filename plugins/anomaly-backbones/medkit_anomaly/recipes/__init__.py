@@ -1,0 +1,1 @@
+"""Recipes of anomaly-backbones: fit/test, predict and the backbone study."""
