@@ -38,6 +38,26 @@ def medkit_plugin() -> Iterator[Callable[..., PluginRecord]]:
     reset_plugins()
 
 
+@pytest.fixture(scope="session")
+def medkit_user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Points ``MEDKIT_CACHE_DIR`` (generated data sets, converted caches) at a temporary folder for the session,
+    so tests never fill the user's ~/.cache. A plugin's conftest makes it automatic::
+
+        @pytest.fixture(autouse=True, scope="session")
+        def _user_cache(medkit_user_cache): ...
+    """
+    import os
+
+    previous = os.environ.get("MEDKIT_CACHE_DIR")
+    folder = tmp_path_factory.mktemp("medkit-cache")
+    os.environ["MEDKIT_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("MEDKIT_CACHE_DIR", None)
+    else:
+        os.environ["MEDKIT_CACHE_DIR"] = previous
+
+
 def run_cli(args: Sequence[str], env: dict[str, str] | None = None) -> Any:
     """Invoke ``medkit ARGS`` in-process; returns click's Result (exit_code, stdout, stderr)."""
     from typer.testing import CliRunner

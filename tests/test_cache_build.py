@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -206,3 +207,10 @@ def test_a_csv_manifest_names_the_pairs(nifti_folder, tmp_path):
     assert result.exit_code == 0, result.output
     assert [v.id for v in SliceCache(tmp_path / "c.h5").volumes] == ["patient0", "patient1"]
     assert run_cli(["cache", "build", "--out", str(tmp_path / "d.h5")]).exit_code == 2
+
+
+def test_the_user_cache_fixture_keeps_generated_data_out_of_the_home_folder(medkit_user_cache):
+    from medkit.user_cache import cache_folder
+
+    assert os.environ["MEDKIT_CACHE_DIR"] == str(medkit_user_cache)
+    assert cache_folder("ct-seg").is_relative_to(medkit_user_cache)
