@@ -1,7 +1,8 @@
 """Running a recipe: resolve and validate its config, open the run directory, seed, call it, write the summary.
 
 The CLI's ``medkit run`` is a thin layer over :func:`resolve` and :func:`execute`; notebooks and tests can call
-them directly.
+them directly. A study recipe runs another recipe once per trial with :func:`plan_trials`, :func:`execute_trial`
+and :func:`fail_study`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import inspect
 import shutil
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,13 @@ from .errors import MedkitError, RunError, UsageError
 from .plugins import PluginRecord
 from .runs import (
     RESUMABLE_CHANGES,
+    SUMMARY_FILE,
     Run,
     check_run_dir,
     config_changes,
     default_run_dir,
     environment,
+    is_run_dir,
     latest_run_dir,
     stored_config,
 )
@@ -191,6 +194,8 @@ def execute(
     context = RecipeContext(plugin, recipe, config, run, device, console)
     try:
         summary = dict(run_recipe(context) or {})
+        # every rank leaves together: gloo aborts a process whose peer closed the connection first
+        distributed.barrier()
     except UsageError:
         # a usage error found by the recipe (a model that refuses the image size, say) is the user's to fix:
         # a directory this call created and that holds no checkpoint yet is removed, not left half-written
@@ -210,3 +215,67 @@ def execute(
     summary["run_dir"] = str(run.dir)
     run.write_summary(summary)
     return run, summary
+
+
+def plan_trials(
+    context: RecipeContext, recipe_name: str, layered: Iterable[tuple[Any, Sequence[Layer]]]
+) -> tuple[Recipe, list[tuple[Any, Any]]]:
+    """The recipe a study runs once per trial, and each trial with its validated config (from the trial's
+    layers), all made before the first trial runs: a wrong option stops the study at once, not hours in. A study
+    runs its trials one after another in one process, so it refuses to start under torchrun."""
+    from . import distributed
+
+    if distributed.current().enabled:
+        raise UsageError(
+            "the study runs its trials one after another in one process; start it without torchrun"
+        )
+    recipe: Recipe = context.plugin.entry("recipe", recipe_name)  # type: ignore[assignment]
+    return recipe, [(trial, config_from_layers(context.plugin, recipe, layers)) for trial, layers in layered]
+
+
+def execute_trial(plugin: PluginRecord, recipe: Recipe, config: Any, console: Console) -> str:
+    """Run ``recipe`` into ``config.out`` as one trial of a study; returns "" or the error that stopped it.
+
+    A folder holding a summary.json finished earlier and is kept; one holding a run is resumed. A MedkitError
+    (out of memory, a width the architecture refuses, weights without a local file) is returned for the study to
+    record, so the study goes on; the memory the trial held is freed either way.
+    """
+    from rich.markup import escape
+
+    out = Path(config.out)
+    if (out / SUMMARY_FILE).is_file():
+        console.print(f"finished earlier: {out / SUMMARY_FILE}")
+        return ""
+    try:
+        execute(plugin, recipe, config, resume=is_run_dir(out), console=console)
+    except MedkitError as err:
+        console.print(f"[red]failed:[/] {escape(str(err))}")
+        return str(err)
+    finally:
+        release_memory()
+    return ""
+
+
+def release_memory() -> None:
+    """Free what a run left (a failed one's tensors too) before the next one starts."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def fail_study(
+    run: Run, summary: dict[str, Any], failed: Sequence[str], trials: int, may_change: str
+) -> None:
+    """End a study some of whose trials failed, after its tables and plots are written: write its summary, then
+    raise a RunError (exit 1) so that a script sees the study is incomplete. ``--resume`` retries just the failed
+    trials (they have no summary.json) and keeps the finished ones; ``may_change`` names the options it may change."""
+    run.write_summary({**summary, "run_dir": str(run.dir)})
+    raise RunError(
+        f"{len(failed)} of {trials} trials failed ({', '.join(failed)}); their errors are in "
+        f"{run.dir / 'study.md'}. `--resume --out {run.dir}` retries them and keeps the finished trials; "
+        f"{may_change} may change on resume."
+    )

@@ -90,8 +90,26 @@ class FitAnomalyConfig(EmbeddingConfig):
 
 
 @dataclass(kw_only=True)
-class PredictAnomalyConfig(RecipeConfig):
+class FitRunConfig(RecipeConfig):
+    """Options of the recipes that use the models a `fit` run saved."""
+
     models: Path | None = option(None, help="a fit run's directory; default: the latest `fit` run")
+
+
+@dataclass(kw_only=True)
+class TestAnomalyConfig(FitRunConfig):
+    data: Path | None = option(
+        None, help="an MVTec-layout folder to test on; none: the data the fit run was fitted and tested on"
+    )
+    categories: list[str] = option(
+        default_factory=list, help="categories to test; empty: every fitted category the data holds"
+    )
+    batch_size: int | None = option(None, help="images per forward pass; null: the fit run's")
+    overlays: int = option(4, help="PNG anomaly-map overlays per category (the highest-scoring test images)")
+
+
+@dataclass(kw_only=True)
+class PredictAnomalyConfig(FitRunConfig):
     category: str | None = option(None, help="which of the run's fitted categories (default: its only one)")
     images: list[Path] = option(
         default_factory=list, help="image files to score (or --data a folder of them)"

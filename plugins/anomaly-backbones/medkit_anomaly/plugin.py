@@ -31,6 +31,25 @@ def register_recipes(register):
             summary="score new images with a fitted model: image score, decision, anomaly-map overlay",
         )
     )
+    register(
+        Recipe(
+            name="test",
+            target="medkit_anomaly.recipes.test:test",
+            config="medkit_anomaly.config:TestAnomalyConfig",
+            summary="test a fit run's models again, on its own data or another MVTec-layout folder (--data)",
+        )
+    )
+    register(
+        Recipe(
+            name="study",
+            target="medkit_anomaly.recipes.study:study",
+            config="medkit_anomaly.studies:StudyAnomalyConfig",
+            summary="the backbone study: methods x backbones x weight sources as fit runs, the thesis' tables "
+            "and a quality-vs-speed plot; small on CPU, --set scale=thesis --data MVTEC for the full grid",
+            # a resumed study keeps its finished trials and may change its grid (drop or add backbones)
+            resumable=("methods", "backbones", "weight_sources"),
+        )
+    )
 
 
 @hookimpl

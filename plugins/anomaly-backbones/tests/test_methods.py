@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -28,6 +27,8 @@ from medkit_anomaly.methods.cflow import CFlow
 from medkit_anomaly.methods.padim import GaussianSums, PaDiM, random_channels
 from medkit_anomaly.methods.patchcore import PatchCore, greedy_coreset
 from medkit_anomaly.methods.spade import SPADE
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIZE, DEFECT = 64, 16
 needs_peak_reset = pytest.mark.skipif(
@@ -65,17 +66,6 @@ class RandomConvNet(nn.Module):
 def textures(n: int, rng: np.random.Generator, size: int = SIZE) -> torch.Tensor:
     noise = ndi.gaussian_filter(rng.normal(size=(n, 3, size, size)), sigma=(0, 0, 2, 2))
     return torch.from_numpy(noise / noise.std(axis=(1, 2, 3), keepdims=True)).float()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """The CI machine's two cores are shared; tiny ops run far faster on one thread than fighting for two."""
-    torch_threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
-    yield
-    torch.set_num_threads(torch_threads)
-    faiss.omp_set_num_threads(faiss_threads)
 
 
 @pytest.fixture(scope="module")

@@ -153,6 +153,8 @@ class PaDiM(AnomalyModel):
         """(N, d, h, w) embeddings -> (N, h, w) Mahalanobis distances to the per-position Gaussians (eq. 2)."""
         n, d, h, w = embedding.shape
         delta = embedding.reshape(n, d, h * w).permute(2, 0, 1) - self.mean.unsqueeze(1)  # (P, N, d)
+        # contiguous: on the CPU, bmm over the permuted layout is ~10x slower and its first call takes seconds
+        delta = delta.contiguous()
         squared = (torch.bmm(delta, self.inv_covariance) * delta).sum(dim=2)
         return squared.clamp_min(0).sqrt().T.reshape(n, h, w)
 

@@ -1,4 +1,4 @@
-"""What the anomaly recipes share: where the images come from, the extractor, and fit memory."""
+"""What the anomaly recipes share: where the images come from, the extractor, saved models, and fit memory."""
 
 from __future__ import annotations
 
@@ -44,6 +44,43 @@ def build_extractor(config: Any, device: str) -> Any:
 
     layers = list(config.layers) if config.layers else None
     return build_backbone(config.backbone, config.weights, layers, seed=config.seed).to(device)
+
+
+def fit_run_dir(models: Path | None) -> Path:
+    """``--set models=DIR``, or the latest `fit` run under the runs folder."""
+    from medkit.runs import latest_run_dir, runs_root
+
+    if models is not None:
+        return Path(models)
+    try:
+        return latest_run_dir("anomaly-backbones", "fit")
+    except UsageError:
+        raise UsageError(
+            f"no `fit` run of anomaly-backbones under {runs_root()}; give one with --set models=DIR"
+        ) from None
+
+
+def saved_models(run_dir: Path) -> dict[str, Path]:
+    """The models a fit run saved, by category."""
+    models = sorted((Path(run_dir) / "models").glob("*.pt"))
+    if not models:
+        raise UsageError(
+            f"{run_dir} holds no fitted model (models/*.pt); give a `fit` run with --set models=DIR"
+        )
+    return {path.stem: path for path in models}
+
+
+def load_fitted(path: Path, fitted: dict[str, Any], device: str) -> tuple[Any, dict[str, Any]]:
+    """The model that a fit run (its config ``fitted``) saved at ``path``, and the checkpoint (its category,
+    thresholds). The extractor is built without weights: the checkpoint holds them."""
+    from medkit.checkpoint import load_checkpoint
+
+    from ..backbones import build_backbone
+    from ..methods import method_class
+
+    state = load_checkpoint(path)
+    extractor = build_backbone(fitted["backbone"], "random", fitted.get("layers"), seed=fitted["seed"])
+    return method_class(state["arch"]).from_state(extractor, state["model"], device=device), state
 
 
 class PeakMemory:

@@ -41,16 +41,17 @@ def fit(ctx: RecipeContext) -> dict[str, Any]:
                 f"{category}: image ROC-AUC {record['image_auroc']:.3f}, pixel ROC-AUC {record['pixel_auroc']:.3f}"
             )
         rows.append(done[category])
-    mean = mean_result([result_of(r) for r in rows]).figures()
-    write_tables(ctx.run.dir, rows, mean)
     return {
         "method": cfg.arch,
         "backbone": cfg.backbone,
         "weights": extractor.weights,
         "layers": list(extractor.layers),
         "embedding_dim": int(extractor.embedding_dim),
+        "model": rows[0].get("model", {}),
         "data": str(root),
-        **{f"mean/{name}": value for name, value in mean.items()},
+        **results_summary(ctx.run.dir, rows),
+        "max/fit_memory_mb": max(r["fit_memory_mb"] for r in rows),
+        "total/fit_seconds": round(sum(r["fit_seconds"] for r in rows), 3),
         "categories": {r["category"]: r for r in rows},
     }
 
@@ -70,22 +71,26 @@ def fit_and_test(ctx: RecipeContext, extractor: Any, root: Path, category: str) 
         ctx.run.dir / "models" / f"{category}.pt",
         {"arch": cfg.arch, "category": category, "model": model.state_dict(), "thresholds": thresholds},
     )
-    test = splits["test"]
-    scores, maps, masks, seconds = score_split(model, test, cfg.batch_size)
+    return {
+        **test_category(model, splits["test"], category, cfg.batch_size, ctx.run.plots_dir, cfg.overlays),
+        "fit_seconds": round(fit_seconds, 3),
+        "fit_memory_mb": round(memory.mib, 1),
+        "train_images": len(fit_part),
+        "thresholds": thresholds,
+        "model": model.config,
+    }
+
+
+def test_category(
+    model: Any, test: MVTecCategory, category: str, batch_size: int, plots: Path, overlays: int
+) -> dict[str, Any]:
+    """A fitted model's figures on a category's test split and its ms per image; overlays in plots/<category>."""
+    scores, maps, masks, seconds = score_split(model, test, batch_size)
     result = evaluate_category(category, test.labels, scores, masks, maps)
     pictures = [test.preprocess.unnormalise(test[i]["image"]) for i in range(len(test))]
     names = [f"{test.items[i].defect}_{Path(test.items[i].path).stem}" for i in range(len(test))]
-    write_overlays(
-        ctx.run.plots_dir / category, pictures, maps, masks, names, list(test.labels), count=cfg.overlays
-    )
-    return {
-        **result.row(),
-        "fit_seconds": round(fit_seconds, 3),
-        "fit_memory_mb": round(memory.mib, 1),
-        "ms_per_image": round(1000 * seconds / max(len(test), 1), 2),
-        "train_images": len(fit_part),
-        "thresholds": thresholds,
-    }
+    write_overlays(plots / category, pictures, maps, masks, names, list(test.labels), count=overlays)
+    return {**result.row(), "ms_per_image": round(1000 * seconds / max(len(test), 1), 2)}
 
 
 def seeded(ctx: RecipeContext) -> dict[str, int]:
@@ -132,6 +137,16 @@ def score_split(model: Any, dataset: Any, batch_size: int) -> tuple[np.ndarray, 
         maps.append(anomaly_maps.numpy())
         masks.append(batch["mask"][:, 0].numpy() > 0)
     return np.concatenate(scores), np.concatenate(maps), np.concatenate(masks), seconds
+
+
+def results_summary(folder: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write results.csv/md of the categories' records; the summary's means over categories."""
+    mean = mean_result([result_of(r) for r in rows]).figures()
+    write_tables(folder, rows, mean)
+    return {
+        **{f"mean/{name}": value for name, value in mean.items()},
+        "mean/ms_per_image": round(sum(r["ms_per_image"] for r in rows) / len(rows), 2),
+    }
 
 
 def result_of(record: dict[str, Any]) -> CategoryResult:

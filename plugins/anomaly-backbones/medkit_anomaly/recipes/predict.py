@@ -19,25 +19,21 @@ import torch
 
 from medkit import RecipeContext, UsageError
 from medkit.atomic import atomic_write_text
-from medkit.checkpoint import load_checkpoint
-from medkit.runs import latest_run_dir, read_json, stored_config
+from medkit.runs import read_json, stored_config
 
-from ..backbones import build_backbone
 from ..data import Preprocess, read_rgb
-from ..methods import method_class
 from ..overlays import write_overlays
+from .common import fit_run_dir, load_fitted, saved_models
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def predict(ctx: RecipeContext) -> dict[str, Any]:
     cfg = ctx.config
-    run_dir = Path(cfg.models) if cfg.models else latest_run_dir("anomaly-backbones", "fit")
+    run_dir = fit_run_dir(cfg.models)
     fitted = stored_config(run_dir)
     path = model_file(run_dir, cfg.category)
-    state = load_checkpoint(path)
-    extractor = build_backbone(fitted["backbone"], "random", fitted.get("layers"), seed=fitted["seed"])
-    model = method_class(state["arch"]).from_state(extractor, state["model"], device=ctx.device)
+    model, state = load_fitted(path, fitted, ctx.device)
     preprocess = Preprocess(resize=fitted["resize"], crop=fitted["crop"])
     files = image_files(cfg, run_dir, state["category"])
     images = torch.stack([preprocess.image(read_rgb(f)) for f in files])
@@ -80,18 +76,13 @@ def predict(ctx: RecipeContext) -> dict[str, Any]:
 
 
 def model_file(run_dir: Path, category: str | None) -> Path:
-    models = sorted((run_dir / "models").glob("*.pt"))
-    if not models:
-        raise UsageError(
-            f"{run_dir} holds no fitted model (models/*.pt); give a `fit` run with --set models=DIR"
-        )
-    by_name = {p.stem: p for p in models}
+    by_name = saved_models(run_dir)
     if category is None:
-        if len(models) > 1:
+        if len(by_name) > 1:
             raise UsageError(
                 f"{run_dir} has models for {', '.join(by_name)}; choose one with --set category=NAME"
             )
-        return models[0]
+        return next(iter(by_name.values()))
     if category not in by_name:
         raise UsageError(f"--set category={category}: {run_dir} has models for {', '.join(by_name)}")
     return by_name[category]

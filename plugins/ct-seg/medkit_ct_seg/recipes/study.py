@@ -7,32 +7,21 @@ without is resumed from its last epoch, so a killed study continues where it sto
 
 from __future__ import annotations
 
-import gc
 import math
 from pathlib import Path
 from typing import Any
 
-import torch
-from rich.markup import escape
-
-from medkit import MedkitError, RecipeContext, RunError, UsageError, distributed
-from medkit.runner import config_from_layers, execute
-from medkit.runs import SUMMARY_FILE, is_run_dir, read_json, read_metrics
+from medkit import RecipeContext
+from medkit.runner import execute_trial, fail_study, plan_trials
+from medkit.runs import SUMMARY_FILE, read_json, read_metrics
 
 from ..studies import Trial, settings, trial_dir, trial_layers, trials
 from ..study_report import FOREGROUND, TrialResult, plot_studies, write_tables
 
 
 def study(ctx: RecipeContext) -> dict[str, Any]:
-    if distributed.current().enabled:
-        raise UsageError(
-            "the study runs its trials one after another in one process; start it without torchrun"
-        )
-    train = ctx.plugin.entry("recipe", "train")
-    planned = []  # every trial's config is made (and checked) before the first one trains
-    for trial in trials(ctx.config):
-        layers = trial_layers(ctx.config, trial, trial_dir(ctx.run.dir, trial))
-        planned.append((trial, config_from_layers(ctx.plugin, train, layers)))
+    layered = ((t, trial_layers(ctx.config, t, trial_dir(ctx.run.dir, t))) for t in trials(ctx.config))
+    train, planned = plan_trials(ctx, "train", layered)
     results: list[TrialResult] = []
     for number, (trial, config) in enumerate(planned, 1):
         ctx.console.print(f"[bold]trial {number}/{len(planned)}: {trial.study}/{trial.name}[/]")
@@ -41,17 +30,9 @@ def study(ctx: RecipeContext) -> dict[str, Any]:
     plots = plot_studies(ctx.run.dir, results)
     write_tables(ctx.run.dir, results, plots)
     summary = study_summary(ctx.run.dir, results)
-    failed = [r for r in results if not r.finished]
+    failed = [f"{r.study}/{r.trial}" for r in results if not r.finished]
     if failed:
-        # A study with failed trials exits 1, after its table, plots and summary are written: a script sees
-        # that the study is incomplete, and `--resume` retries just the failed trials (they have no summary).
-        ctx.run.write_summary({**summary, "run_dir": str(ctx.run.dir)})
-        names = ", ".join(f"{r.study}/{r.trial}" for r in failed)
-        raise RunError(
-            f"{len(failed)} of {len(results)} trials failed ({names}); their errors are in "
-            f"{ctx.run.dir / 'study.md'}. `--resume --out {ctx.run.dir}` retries them and keeps the finished "
-            "trials; the grid (studies, archs, widths, ...) may change on resume."
-        )
+        fail_study(ctx.run, summary, failed, len(results), "the grid (studies, archs, widths, ...)")
     return summary
 
 
@@ -59,16 +40,9 @@ def run_trial(ctx: RecipeContext, train: Any, trial: Trial, config: Any) -> Tria
     """Train one trial (or keep it, when it finished earlier) and read its figures; a failure is recorded."""
     out = Path(config.out)
     relative = out.relative_to(ctx.run.dir).as_posix()
-    if (out / SUMMARY_FILE).is_file():
-        ctx.console.print(f"finished earlier: {out / SUMMARY_FILE}")
-    else:
-        try:
-            execute(ctx.plugin, train, config, resume=is_run_dir(out), console=ctx.console)
-        except MedkitError as err:  # out of memory, a width the architecture refuses, ...: the study goes on
-            ctx.console.print(f"[red]failed:[/] {escape(str(err))}")
-            return TrialResult(trial.study, trial.name, relative, settings(config), error=str(err))
-        finally:
-            release_memory()
+    error = execute_trial(ctx.plugin, train, config, ctx.console)
+    if error:
+        return TrialResult(trial.study, trial.name, relative, settings(config), error=error)
     return finished_trial(trial, config, relative, read_json(out / SUMMARY_FILE), read_metrics(out))
 
 
@@ -106,10 +80,3 @@ def study_summary(folder: Path, results: list[TrialResult]) -> dict[str, Any]:
         "best": best,
         "errors": {f"{r.study}/{r.trial}": r.error for r in results if not r.finished},
     }
-
-
-def release_memory() -> None:
-    """Free what a trial left (a failed one's tensors too) before the next one starts."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
