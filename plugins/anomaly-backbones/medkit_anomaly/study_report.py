@@ -37,10 +37,11 @@ class TrialResult:
     figures: dict[str, Any] = field(default_factory=dict)
     categories: dict[str, dict[str, float]] = field(default_factory=dict)
     error: str = ""
+    skipped: str = ""  # why the trial did not run (ImageNet weights with no local file): not a failure
 
     @property
     def finished(self) -> bool:
-        return not self.error
+        return not self.error and not self.skipped
 
     @property
     def trial(self) -> str:
@@ -54,12 +55,12 @@ class TrialResult:
         }
         return {
             "trial": self.trial,
-            "status": "finished" if self.finished else "failed",
+            "status": "finished" if self.finished else "skipped" if self.skipped else "failed",
             **{name: getattr(self, name) for name in SETTINGS},
             **self.figures,
             **per_category,
             "run_dir": self.run_dir,
-            "error": self.error,
+            "error": self.error or self.skipped,
         }
 
 
@@ -140,7 +141,7 @@ def _pair(result: TrialResult | None) -> str:
     if result is None:
         return ""
     if not result.finished:
-        return "failed"
+        return "skipped" if result.skipped else "failed"
     image, pixel = (_cell(result.figures[name]) or "undefined" for name in CATEGORY_FIGURES)
     return f"{image} / {pixel}"
 
@@ -212,12 +213,14 @@ def study_summary(folder: Path, results: Sequence[TrialResult]) -> dict[str, Any
     return {
         "trials": len(results),
         "finished": sum(r.finished for r in results),
-        "failed": sum(not r.finished for r in results),
+        "failed": sum(bool(r.error) for r in results),
+        "skipped_trials": sum(bool(r.skipped) for r in results),
         "table": str(Path(folder) / "study.md"),
         "best_by_method": _best(finished, "method"),
         "best_by_weights": _best(finished, "weights"),
         "imagenet_minus_random": imagenet_gap(finished),
-        "errors": {r.trial: r.error for r in results if not r.finished},
+        "errors": {r.trial: r.error for r in results if r.error},
+        "skipped": {r.trial: r.skipped for r in results if r.skipped},
     }
 
 

@@ -15,7 +15,7 @@ from medkit import RecipeContext
 from medkit.runner import execute_trial, fail_study, plan_trials
 from medkit.runs import SUMMARY_FILE, read_json
 
-from ..studies import trial_dir, trial_layers, trials
+from ..studies import Trial, trial_dir, trial_layers, trials
 from ..study_report import TrialResult, plot_quality_vs_speed, study_summary, trial_result, write_tables
 
 
@@ -27,6 +27,13 @@ def study(ctx: RecipeContext) -> dict[str, Any]:
         ctx.console.print(f"[bold]trial {number}/{len(planned)}: {trial.name}[/]")
         out = Path(config.out)
         run_dir = out.relative_to(ctx.run.dir).as_posix()
+        missing = missing_weights(trial)
+        if missing:
+            ctx.console.print(f"[yellow]skipped:[/] {missing}")
+            results.append(
+                TrialResult(trial.method, trial.backbone, trial.weights_label, run_dir, skipped=missing)
+            )
+            continue
         error = execute_trial(ctx.plugin, fit, config, ctx.console)
         if error:
             results.append(
@@ -39,7 +46,24 @@ def study(ctx: RecipeContext) -> dict[str, Any]:
     plot = plot_quality_vs_speed(ctx.run.dir, results)
     write_tables(ctx.run.dir, results, plot)
     summary = study_summary(ctx.run.dir, results)
-    failed = [r.trial for r in results if not r.finished]
+    failed = [r.trial for r in results if r.error]
     if failed:
         fail_study(ctx.run, summary, failed, len(results), "methods, backbones and weight_sources")
     return summary
+
+
+def missing_weights(trial: Trial) -> str:
+    """Why an ImageNet trial cannot run on this machine (no local weights file), or "" when it can. Such a trial
+    is skipped, not failed: only EfficientNet-Lite0's weights ship offline, and a default study must finish."""
+    if trial.weights != "imagenet":
+        return ""
+    from medkit import UsageError
+
+    from ..backbone_table import backbone_spec
+    from ..weights import imagenet_weights_file
+
+    try:
+        imagenet_weights_file(backbone_spec(trial.backbone))
+    except UsageError as err:
+        return str(err)
+    return ""
