@@ -52,6 +52,7 @@ def test_a_short_run_on_the_embedded_phantoms_writes_the_papers_figures(tmp_path
     assert set(summary["ranking"]) == {"best", "best_epoch", "mean_top10"}
     assert summary["best_val"]["mean_dice"] == summary["best"] == record["val/mean_dice"]
     assert summary["best_val"]["dice/airway"] == record["val/dice/airway"]
+    assert summary["best_val/dice/airway"] == record["val/dice/airway"]
 
 
 def test_a_luna16_style_folder_is_cached_and_its_labels_mapped(tmp_path):

@@ -93,6 +93,8 @@ def train(ctx: RecipeContext) -> dict[str, Any]:
     best = next((r for r in records if r["epoch"] == summary["best_epoch"]), {})
     # the held-out volumes' figures at the epoch best.pt was saved: what a user of the checkpoint gets
     summary["best_val"] = {k.removeprefix("val/"): v for k, v in best.items() if k.startswith("val/")}
+    # the headline figures as top-level numbers, so `medkit run` prints them
+    summary.update({f"best_val/{k}": v for k, v in summary["best_val"].items() if k.startswith("dice/")})
     summary.update(
         parameters=model.num_parameters(),
         train_volumes=len(train_ids),
