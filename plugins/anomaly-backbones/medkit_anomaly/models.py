@@ -20,6 +20,8 @@ def build_method(name: str, extractor: nn.Module | None = None, **options: Any) 
         from .backbones import build_backbone
 
         extractor = build_backbone("efficientnet_lite0", weights="random")
+        # under `medkit describe` the weights live on torch's meta device; keep the method beside them
+        options.setdefault("device", next(extractor.parameters()).device)
     return method_class(name)(extractor, **options)
 
 

@@ -116,3 +116,13 @@ def test_bad_options_are_named_and_leave_no_run_directory(tmp_path, option, mess
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not out.exists()
+
+
+def test_describe_counts_each_methods_parameters_over_the_offline_backbone():
+    result = run_cli(["describe", "anomaly-backbones", "--json"])
+    assert result.exit_code == 0, result.output
+    counts = {a["name"]: a["parameters"] for a in json.loads(result.output)["entries"]["architecture"]}
+    assert set(counts) == {"spade", "padim", "patchcore", "cflow"}
+    # the non-parametric methods hold only the backbone; CFLOW-AD adds its flows
+    assert counts["padim"] == counts["spade"] == counts["patchcore"] > 4_000_000
+    assert counts["cflow"] > counts["padim"]
