@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,13 +122,13 @@ RECIPE_SET = {"extractor", "device", "seed"}
 
 def check_method_options(method: str, options: dict[str, Any]) -> None:
     """``model.*`` keys must be options of the method's constructor (checked before a run directory exists)."""
-    from .methods import METHODS, method_class
+    from .methods import METHODS, method_options
 
     if method not in METHODS:
         raise UsageError(
             f"--arch {method!r}: not a method.{did_you_mean(method, METHODS)} Known: {', '.join(METHODS)}"
         )
-    allowed = [p for p in inspect.signature(method_class(method)).parameters if p not in RECIPE_SET]
+    allowed = [p for p in method_options(method) if p not in RECIPE_SET]
     for key in options:
         if key not in allowed:
             raise UsageError(

@@ -137,9 +137,8 @@ def test_a_saved_index_answers_as_the_original() -> None:
         np.testing.assert_array_equal(result, expected)
 
 
-def test_asking_for_gpu_search_without_a_gpu_warns_and_searches_on_the_cpu() -> None:
-    if faiss.get_num_gpus() > 0:
-        pytest.skip("this machine has a GPU")
+def test_asking_for_gpu_search_without_a_gpu_warns_and_searches_on_the_cpu(monkeypatch) -> None:
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)  # as on a machine without one, wherever this runs
     with pytest.warns(UserWarning, match="no GPU"):
         index = NearestNeighbours(gpu=True).add(np.eye(4))
     assert index.search(np.eye(4), 1)[1].ravel().tolist() == [0, 1, 2, 3]

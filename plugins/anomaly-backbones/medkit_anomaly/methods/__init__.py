@@ -25,3 +25,10 @@ def method_class(name: str) -> Any:
         raise UsageError(f"unknown anomaly method {name!r}; choose one of {', '.join(METHODS)}")
     module, attribute = METHODS[name].split(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def method_options(name: str) -> list[str]:
+    """The keyword options of the method's constructor (``extractor`` first, as declared)."""
+    import inspect
+
+    return list(inspect.signature(method_class(name)).parameters)

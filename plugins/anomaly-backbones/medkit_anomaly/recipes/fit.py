@@ -7,6 +7,7 @@ import csv
 import io
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,19 +88,31 @@ def test_category(
     """A fitted model's figures on a category's test split and its ms per image; overlays in plots/<category>."""
     scores, maps, masks, seconds = score_split(model, test, batch_size)
     result = evaluate_category(category, test.labels, scores, masks, maps)
-    pictures = [test.preprocess.unnormalise(test[i]["image"]) for i in range(len(test))]
+    pictures = DisplayedImages(test)
     names = [f"{test.items[i].defect}_{Path(test.items[i].path).stem}" for i in range(len(test))]
     write_overlays(plots / category, pictures, maps, masks, names, list(test.labels), count=overlays)
     return {**result.row(), "ms_per_image": round(1000 * seconds / max(len(test), 1), 2)}
 
 
+class DisplayedImages(Sequence):
+    """A test split's images as the model saw them, decoded only when an overlay asks for one: the overlays
+    show a sample, and the scores were already computed from one pass over the split."""
+
+    def __init__(self, split: MVTecCategory) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        return self.split.preprocess.unnormalise(self.split[index]["image"])
+
+
 def seeded(ctx: RecipeContext) -> dict[str, int]:
     """The run's seed for methods that draw random numbers (PaDiM's channels, PatchCore's coreset, flows)."""
-    import inspect
+    from ..methods import method_options
 
-    from ..methods import method_class
-
-    has_seed = "seed" in inspect.signature(method_class(ctx.config.arch)).parameters
+    has_seed = "seed" in method_options(ctx.config.arch)
     return {"seed": ctx.config.seed} if has_seed and "seed" not in ctx.config.model else {}
 
 
