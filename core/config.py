@@ -84,7 +84,7 @@ class TrainingConfig(RecipeConfig):
     num_workers: int = option(0, help="DataLoader worker processes")
     amp: bool = option(True, help="mixed precision on CUDA (ignored on CPU)")
     channels_last: bool = option(
-        True, help="channels-last memory format for image batches (convnets train 25-40 % faster on CPU)"
+        True, help="channels-last memory format for image batches (convnets train 10-40 % faster on CPU)"
     )
 
 

@@ -89,7 +89,7 @@ class GradientTrainer(Trainer):
     num_workers: int = 0
     device: str = "cpu"
     amp: bool = True
-    channels_last: bool = False  # NHWC for convnets: 25-40 % faster on CPU (benchmarks/ct_seg_training.py)
+    channels_last: bool = False  # NHWC for convnets: 10-40 % faster on CPU (benchmarks/ct_seg_training.py)
     monitor: str = "val/loss"
     mode: Literal["min", "max"] = "min"
     patience: int | None = None
