@@ -242,6 +242,25 @@ _add(
 )
 
 
+# PatchCore (sec. 4.1) aggregates the stride-8 and stride-16 stages (WideResNet-50's layer2 and layer3). For most
+# families those are the study's last two layers; these families' study layers start at stride 2 (or stay at 8).
+_PATCHCORE_LAYERS: dict[str, tuple[str, ...]] = {
+    "efficientnet_lite0": ("blocks.2", "blocks.3"),
+    **{f"efficientnet_b{i}": ("features.3", "features.4") for i in range(8)},
+    "mobilenet_v2": ("features.6", "features.13"),
+    "mobilenet_v3_large": ("features.6", "features.12"),
+    "mobilenet_v3_small": ("features.3", "features.8"),
+    "inception_v3": ("Mixed_5d", "Mixed_6e"),
+    "shufflenet_v2_x0_5": ("stage2", "stage3"),
+    "shufflenet_v2_x1_0": ("stage2", "stage3"),
+}
+
+
+def patchcore_layers(name: str) -> tuple[str, ...]:
+    """PatchCore's default layers of backbone ``name``: its stride-8 and stride-16 stages where it has them."""
+    return _PATCHCORE_LAYERS.get(name, backbone_spec(name).layers[-2:])
+
+
 def list_backbones(pattern: str = "*") -> list[str]:
     """Names matching a shell-style wildcard, case-insensitive, sorted: ``list_backbones("*resnet*")``."""
     return sorted(n for n in BACKBONES if fnmatch.fnmatch(n, pattern.lower()))

@@ -46,7 +46,8 @@ class EmbeddingConfig(RecipeConfig):
         "or a path to a state dict",
     )
     layers: list[str] | None = option(
-        None, help="embedding layers; default: the study's layers of the backbone"
+        None,
+        help="embedding layers; default: the study's layers of the backbone (patchcore: its stride-8 and -16 stages)",
     )
     resize: int = option(256, help="images are resized to this side, then centre-cropped")
     crop: int = option(224, help="centre crop side (thesis: resize 256, crop 224)")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from medkit.errors import UsageError
-from medkit_anomaly.backbone_table import BACKBONES, backbone_spec, list_backbones
+from medkit_anomaly.backbone_table import BACKBONES, backbone_spec, list_backbones, patchcore_layers
 from medkit_anomaly.backbones import build_backbone, build_network, empty_weights, probe_layers
 
 # The spec's table (spec/anomaly.md, "Backbones and embedding layers"): name -> (dimension a, random reduction d).
@@ -134,6 +134,11 @@ def test_the_tables_channels_are_those_of_the_built_network(name):
     strides = [s for _, s in probed]
     assert strides == sorted(strides), "embedding layers come in order of increasing stride"
     assert spec.default_d is None or spec.default_d < spec.embedding_dim
+    if len(spec.layers) > 1:  # AlexNet and VGG have one embedding layer, and PatchCore takes it
+        (_, fine), (_, coarse) = probe_layers(network, patchcore_layers(name), name)
+        assert (fine, round(coarse / 8)) == (8, 2), (
+            "PatchCore's default layers: the stride-8 and stride-16 stages"
+        )
 
 
 def test_list_backbones_takes_a_wildcard():

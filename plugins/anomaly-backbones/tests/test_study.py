@@ -99,7 +99,8 @@ def test_the_table_has_a_row_per_grid_point_with_each_trials_own_figures(study):
         "80",
         "80",
     )
-    assert dims[("patchcore", "resnet18")] == ("448", "")  # no random channel subset
+    # PatchCore embeds its two layers only (layer2 + layer3 = 128 + 256), with no random channel subset
+    assert dims[("patchcore", "resnet18")] == ("384", "")
 
 
 def test_imagenet_trials_without_a_local_file_are_skipped_with_where_to_put_it(study, no_hub_weights):

@@ -33,6 +33,12 @@ def sparse_random_projection(dim: int, projection_dim: int, generator: torch.Gen
     return torch.where(draw < density, signs, 0.0) / math.sqrt(density * projection_dim)
 
 
+# Above this many bytes of projected bank the selection loop is bound by memory bandwidth, not arithmetic: each
+# step reads the whole bank once. bfloat16 halves the bytes read (3-4x faster at 157k x 128 on a 2-core CPU);
+# below it, the bank sits in cache and float32 is as fast.
+BFLOAT16_BANK_BYTES = 2**25
+
+
 def greedy_coreset(
     vectors: torch.Tensor, size: int, projection_dim: int = 128, seed: int = 1024
 ) -> torch.Tensor:
@@ -40,6 +46,8 @@ def greedy_coreset(
 
     Rows are compared after a sparse random projection to ``projection_dim`` dimensions (when they have more).
     Only a vector of each row's squared distance to its nearest chosen row is kept and updated: memory O(N).
+    A projected bank larger than ``BFLOAT16_BANK_BYTES`` is held in bfloat16 (norms and the running distances
+    stay float32): the selection is approximate in any case, and its covering radius barely moves.
     """
     n = len(vectors)
     if not 1 <= size <= n:
@@ -49,14 +57,19 @@ def greedy_coreset(
     if points.shape[1] > projection_dim:
         projection = sparse_random_projection(points.shape[1], projection_dim, generator)
         points = points @ projection.to(points.device)
-    norms = (points * points).sum(dim=1)
+    if points.numel() * 4 > BFLOAT16_BANK_BYTES:
+        points = points.to(torch.bfloat16)
+    rounded = points.float()
+    norms = (rounded * rounded).sum(dim=1)
+    del rounded
     chosen = torch.empty(size, dtype=torch.long)
     chosen[0] = int(torch.randint(n, (1,), generator=generator))
     nearest = torch.full((n,), math.inf, device=points.device)
     for i in range(1, size):
         last = chosen[i - 1]
         # |x - c|^2 = |x|^2 - 2 x.c + |c|^2: one matrix-vector product per step, no (N, dim) temporary
-        nearest = torch.minimum(nearest, (norms - 2 * (points @ points[last]) + norms[last]).clamp_min(0))
+        distances = (points @ points[last]).float().mul_(-2).add_(norms).add_(norms[last]).clamp_min_(0)
+        torch.minimum(nearest, distances, out=nearest)
         chosen[i] = int(nearest.argmax())
     return chosen
 
@@ -64,8 +77,8 @@ def greedy_coreset(
 class PatchCore(AnomalyModel):
     """PatchCore over any feature extractor.
 
-    ``layers``: indices into the extractor's maps (default (1, 2): its second and third, the paper's layers 2
-    and 3 when the extractor gives layers 1-3). ``coreset_fraction``: share of the bank kept (0.01-0.25, paper
+    ``layers``: indices into the extractor's maps (default: its last two, the paper's layers 2 and 3 when the
+    extractor gives a ResNet's layers 1-3; ``backbone_table.patchcore_layers`` names such a pair per backbone). ``coreset_fraction``: share of the bank kept (0.01-0.25, paper
     0.1; 1.0 keeps all). ``reweight_neighbours``: b of eq. 7 (0 = off, the default; the paper uses a few).
     ``index``/``nlist``/``nprobe``: the FAISS index over the coreset (see :class:`~medkit_anomaly.knn.NearestNeighbours`).
     """
@@ -75,7 +88,7 @@ class PatchCore(AnomalyModel):
     def __init__(
         self,
         extractor: nn.Module,
-        layers: tuple[int, ...] = (1, 2),
+        layers: tuple[int, ...] | None = None,
         coreset_fraction: float = 0.1,
         projection_dim: int = 128,
         target_dim: int | None = None,
@@ -89,7 +102,9 @@ class PatchCore(AnomalyModel):
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(extractor, sigma=sigma, device=device)
-        self.layers = check_layers(tuple(layers), len(extractor.channels), self.name)
+        maps = len(extractor.channels)
+        layers = tuple(range(maps))[-2:] if layers is None else tuple(layers)
+        self.layers = check_layers(layers, maps, self.name)
         if not 0 < coreset_fraction <= 1:
             raise UsageError(
                 f"patchcore: coreset_fraction must be in (0, 1], got {coreset_fraction} (paper: 0.1)"

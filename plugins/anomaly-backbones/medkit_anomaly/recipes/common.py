@@ -43,6 +43,10 @@ def build_extractor(config: Any, device: str) -> Any:
     from ..backbones import build_backbone
 
     layers = list(config.layers) if config.layers else None
+    if layers is None and config.arch == "patchcore":
+        from ..backbone_table import patchcore_layers
+
+        layers = list(patchcore_layers(config.backbone))
     return build_backbone(config.backbone, config.weights, layers, seed=config.seed).to(device)
 
 
@@ -79,7 +83,8 @@ def load_fitted(path: Path, fitted: dict[str, Any], device: str) -> tuple[Any, d
     from ..methods import method_class
 
     state = load_checkpoint(path)
-    extractor = build_backbone(fitted["backbone"], "random", fitted.get("layers"), seed=fitted["seed"])
+    layers = state.get("layers", fitted.get("layers"))  # older checkpoints: the fit config's
+    extractor = build_backbone(fitted["backbone"], "random", layers, seed=fitted["seed"])
     return method_class(state["arch"]).from_state(extractor, state["model"], device=device), state
 
 

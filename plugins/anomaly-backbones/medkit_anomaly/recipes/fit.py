@@ -70,7 +70,13 @@ def fit_and_test(ctx: RecipeContext, extractor: Any, root: Path, category: str) 
     thresholds = decision_thresholds(model, splits["train"], holdout, cfg.threshold_quantile, cfg.batch_size)
     save_checkpoint(
         ctx.run.dir / "models" / f"{category}.pt",
-        {"arch": cfg.arch, "category": category, "model": model.state_dict(), "thresholds": thresholds},
+        {
+            "arch": cfg.arch,
+            "category": category,
+            "layers": list(extractor.layers),
+            "model": model.state_dict(),
+            "thresholds": thresholds,
+        },
     )
     return {
         **test_category(model, splits["test"], category, cfg.batch_size, ctx.run.plots_dir, cfg.overlays),
