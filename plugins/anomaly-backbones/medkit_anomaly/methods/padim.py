@@ -58,7 +58,8 @@ class GaussianSums:
         start = 0
         for outer in self.outer:
             end = start + len(outer)
-            part = (embeddings[:, start:end] - self.shift[start:end]).transpose(0, 1)  # (chunk, B, d)
+            # (chunk, B, d), contiguous: batched products over a strided view take a slow path (~100x here)
+            part = (embeddings[:, start:end] - self.shift[start:end]).transpose(0, 1).contiguous()
             self.sum[start:end] += part.sum(dim=1)
             outer.baddbmm_(part.transpose(1, 2), part)  # in place: no covariance-sized temporary
             start = end
