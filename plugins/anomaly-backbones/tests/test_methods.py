@@ -288,6 +288,25 @@ def test_padim_fitting_holds_the_covariances_not_the_training_embeddings() -> No
     assert growth < stacked / 8
 
 
+def test_cflow_with_a_fiber_budget_takes_that_many_fibers_per_epoch(data, monkeypatch) -> None:
+    steps: list[int] = []
+    step = torch.optim.Adam.step
+    monkeypatch.setattr(
+        torch.optim.Adam, "step", lambda self, *a, **k: (steps.append(1), step(self, *a, **k))[1]
+    )
+    model = CFlow(
+        RandomConvNet(),
+        layers=(0,),
+        blocks=2,
+        condition_dim=32,
+        epochs=2,
+        fiber_batch=100,
+        fibers_per_epoch=300,
+    )
+    model.fit(data["train"][:4])  # 300 of the 4 images' thousands of fibers per epoch
+    assert len(steps) == 2 * 3
+
+
 # all methods
 
 

@@ -72,8 +72,10 @@ class CFlow(AnomalyModel):
 
     ``layers``: indices into the extractor's maps (default: all of them; the paper uses WRN-50 layers 2-4);
     ``blocks``: coupling blocks per flow (paper 8); ``condition_dim``: size of the positional encoding (paper 128);
-    ``epochs``, ``lr``, ``fiber_batch``: Adam training over the cached training fibers. Fitting keeps the chosen
-    feature maps of all training images in memory for the epochs.
+    ``epochs``, ``lr``, ``fiber_batch``: Adam training over the cached training fibers. ``fibers_per_epoch``: a
+    random sample of each layer's fibers per epoch (None: all, as the paper; a CPU budget otherwise, since a
+    stride-2 layer at 224 px gives 12,544 fibers per image). Fitting keeps the chosen feature maps of all training
+    images in memory for the epochs.
     """
 
     name = "cflow"
@@ -88,6 +90,7 @@ class CFlow(AnomalyModel):
         epochs: int = 3,
         lr: float = 1e-3,
         fiber_batch: int = 256,
+        fibers_per_epoch: int | None = None,
         seed: int = 1024,
         sigma: float = 4.0,
         device: str | torch.device = "cpu",
@@ -97,15 +100,16 @@ class CFlow(AnomalyModel):
         self.layers = check_layers(
             tuple(range(len(channels))) if layers is None else layers, len(channels), self.name
         )
-        if blocks < 1 or epochs < 1 or fiber_batch < 1 or lr <= 0:
+        if blocks < 1 or epochs < 1 or fiber_batch < 1 or lr <= 0 or (fibers_per_epoch or 1) < 1:
             raise UsageError(
-                f"cflow: blocks, epochs and fiber_batch must be >= 1 and lr > 0; got {blocks}, {epochs}, "
-                f"{fiber_batch}, {lr}"
+                f"cflow: blocks, epochs, fiber_batch and fibers_per_epoch must be >= 1 and lr > 0; got {blocks}, "
+                f"{epochs}, {fiber_batch}, {fibers_per_epoch}, {lr}"
             )
         if any(channels[i] < 2 for i in self.layers):
             raise UsageError(f"cflow: coupling blocks need layers of >= 2 channels, got {channels}")
         self.blocks, self.condition_dim, self.clamp = blocks, condition_dim, clamp
         self.epochs, self.lr, self.fiber_batch, self.seed = epochs, lr, fiber_batch, seed
+        self.fibers_per_epoch = fibers_per_epoch
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             numpy_state = np.random.get_state()
@@ -129,6 +133,7 @@ class CFlow(AnomalyModel):
             "epochs": self.epochs,
             "lr": self.lr,
             "fiber_batch": self.fiber_batch,
+            "fibers_per_epoch": self.fibers_per_epoch,
             "seed": self.seed,
         }
 
@@ -153,7 +158,8 @@ class CFlow(AnomalyModel):
         self.flows.train()
         for _ in range(self.epochs):
             for flow, (fibers, condition) in zip(self.flows, training, strict=True):
-                for batch in torch.randperm(len(fibers), generator=generator).split(self.fiber_batch):
+                order = torch.randperm(len(fibers), generator=generator)[: self.fibers_per_epoch]
+                for batch in order.split(self.fiber_batch):
                     loss = -log_likelihood(
                         flow, fibers[batch].to(self.device), condition[batch].to(self.device)
                     )
