@@ -92,6 +92,21 @@ def test_predict_scores_new_images_with_the_saved_model_and_its_threshold(fitted
     assert len(list((out / "plots").glob("*.png"))) == len(rows)
 
 
+def test_patchcore_fits_on_the_stride_8_and_16_stages_and_test_reproduces_it_from_the_saved_models(tmp_path):
+    out = tmp_path / "patchcore"
+    small = [*SMALL[:-1], "categories=[brick]"]
+    result = run_cli(["run", "anomaly-backbones", "--arch", "patchcore", "--out", str(out), *small])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layers"] == ["blocks.2", "blocks.3"] and summary["embedding_dim"] == 40 + 80
+    result = run_cli(
+        ["run", "anomaly-backbones", "test", "--out", str(tmp_path / "test"), "--set", f"models={out}"]
+    )
+    assert result.exit_code == 0, result.output
+    retested = json.loads((tmp_path / "test" / "summary.json").read_text())
+    assert retested["mean/image_auroc"] == pytest.approx(summary["mean/image_auroc"], abs=1e-6)
+
+
 def test_predict_asks_which_category_when_the_run_has_several(fitted, tmp_path):
     result = run_cli(
         ["run", "anomaly-backbones", "predict", "--out", str(tmp_path / "p"), "--set", f"models={fitted}"]
