@@ -68,6 +68,9 @@ def load_images(category: str, train: int) -> dict[str, Any]:
 
 
 def run_medkit(method: str, extractor: Any, data: dict[str, Any]) -> tuple[Any, Any]:
+    # loaded before fitting, as anomalib's modules are: the pages of a shared library are not fit memory
+    import faiss  # noqa: F401
+
     from medkit_anomaly.methods.padim import PaDiM
     from medkit_anomaly.methods.patchcore import PatchCore
 
