@@ -61,6 +61,18 @@ def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def detached(output: Any) -> Any:
+    """A model output cut from the graph as float: a tensor, or the tuples, lists and dicts of tensors that
+    multi-head models return (a classifier with a segmentation decoder returns logits and a mask)."""
+    if torch.is_tensor(output):
+        return output.detach().float()
+    if isinstance(output, dict):
+        return {key: detached(value) for key, value in output.items()}
+    if isinstance(output, list | tuple):
+        return type(output)(detached(value) for value in output)
+    return output
+
+
 def to_channels_last(batch: dict[str, Any], key: str) -> dict[str, Any]:
     """``batch[key]`` in channels-last layout when it is a 4-D image batch; everything else unchanged."""
     x = batch.get(key)
@@ -95,7 +107,7 @@ class GradientTrainer(Trainer):
     patience: int | None = None
     seed: int = 0
     input_key: str = "image"
-    target_key: str = "mask"
+    target_key: str | None = "mask"  # None: scorers get the whole batch (several targets: label and mask)
     arch: str | None = None
     arch_options: dict[str, Any] = field(default_factory=dict)  # saved with checkpoints, to rebuild the model
     console: Console = field(default_factory=Console)
@@ -206,7 +218,7 @@ class GradientTrainer(Trainer):
         result.loss_sum += float(loss.detach()) * size
         result.count += size
         for scorer in result.scorers:
-            scorer.update(output.detach().float(), batch[self.target_key])
+            scorer.update(detached(output), batch if self.target_key is None else batch[self.target_key])
 
     @torch.inference_mode()
     def evaluate(self, module: torch.nn.Module, dataset: Dataset, prefix: str = "val") -> dict[str, float]:

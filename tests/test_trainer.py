@@ -186,3 +186,46 @@ def test_channels_last_feeds_nhwc_batches_and_learns_the_same(tmp_path):
         assert model.seen_channels_last == {channels_last}
         losses[channels_last] = summary["final"]["val/loss"]
     assert abs(losses[True] - losses[False]) < 1e-4
+
+
+def test_a_two_headed_model_trains_and_its_scorer_sees_both_outputs_and_the_whole_batch(tmp_path):
+    class Both(Threshold):
+        def __getitem__(self, index: int) -> dict:
+            sample = super().__getitem__(index)
+            return {**sample, "label": int(sample["mask"].sum() > 32)}
+
+    class TwoHeads(nn.Module, Model):
+        name, task = "two_heads", "classification"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.pixels, self.classes = nn.Conv2d(1, 2, 1), nn.Linear(64, 2)
+
+        def forward(self, x: torch.Tensor) -> dict:
+            return {"mask": self.pixels(x), "logits": self.classes(x.flatten(1))}
+
+    seen: list = []
+
+    class Recorder(SegmentationScorer):
+        def update(self, prediction, target) -> None:
+            seen.append((prediction, target))
+            super().update(prediction["mask"], target["mask"])
+
+    def loss(output: dict, batch: dict) -> torch.Tensor:
+        return nn.functional.cross_entropy(output["mask"], batch["mask"]) + nn.functional.cross_entropy(
+            output["logits"], batch["label"]
+        )
+
+    trainer = GradientTrainer(
+        loss=loss,
+        make_optimizer=lambda params: torch.optim.Adam(params, lr=0.1),
+        make_scorers=lambda: [Recorder(Threshold.class_names)],
+        epochs=2,
+        target_key=None,
+        console=Console(file=io.StringIO()),
+    )
+    summary = trainer.fit(TwoHeads(), Both(), Both(16), Run(tmp_path, "test", "fit", config=None))
+    prediction, target = seen[-1]
+    assert not prediction["mask"].requires_grad and not prediction["logits"].requires_grad
+    assert set(target) == {"image", "mask", "label"}
+    assert summary["final"]["val/mean_dice"] > 0.8

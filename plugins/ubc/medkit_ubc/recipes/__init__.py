@@ -1,0 +1,1 @@
+"""ubc's recipes: what `medkit run ubc [RECIPE]` executes."""

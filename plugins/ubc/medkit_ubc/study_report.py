@@ -1,0 +1,175 @@
+"""The study's report: accuracy against training-set size with Wilson intervals (paper figure 6), test Dice
+against accuracy for the UBC trials (figure 7), and the tables behind them.
+
+``study.csv`` holds every trial; ``study.md`` the per-(model, size) table - mean accuracy over seeds and the 95 %
+Wilson interval of the pooled test predictions (seeds x test images) - with the plots below it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medkit.atomic import atomic_write_text
+from medkit.plots import pyplot, save_figure
+from medkit.scorers import wilson_interval
+
+FIGURES = (
+    "accuracy",
+    "balanced_accuracy",
+    "roc_auc",
+    "dice",
+    "parameters",
+    "epochs",
+    "seconds",
+    "test_images",
+)
+COLUMNS = ("arch", "size", "seed", "status", *FIGURES, "run_dir", "error")
+
+
+@dataclass
+class TrialResult:
+    arch: str
+    size: int
+    seed: int
+    run_dir: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return not self.error
+
+    def row(self) -> dict[str, Any]:
+        status = "finished" if self.finished else "failed"
+        base = {"arch": self.arch, "size": self.size, "seed": self.seed, "status": status}
+        return {**base, **self.figures, "run_dir": self.run_dir, "error": self.error}
+
+
+def _mean(results: Sequence[TrialResult], name: str) -> float:
+    values = [r.figures.get(name, math.nan) for r in results]
+    return float(np.nanmean(values)) if not all(math.isnan(v) for v in values) else math.nan
+
+
+def summarise(results: Sequence[TrialResult]) -> list[dict[str, Any]]:
+    """One row per (arch, size): mean figures over finished seeds and the Wilson interval of the pooled
+    accuracy (every seed's test predictions counted together)."""
+    rows = []
+    keys = dict.fromkeys((r.arch, r.size) for r in results)
+    for arch, size in keys:
+        done = [r for r in results if (r.arch, r.size) == (arch, size) and r.finished]
+        if not done:
+            continue
+        tests = sum(r.figures["test_images"] for r in done)
+        correct = round(sum(r.figures["accuracy"] * r.figures["test_images"] for r in done))
+        low, high = wilson_interval(correct, tests)
+        rows.append(
+            {
+                "arch": arch,
+                "size": size,
+                "seeds": len(done),
+                "accuracy": correct / tests,
+                "ci_low": low,
+                "ci_high": high,
+                "balanced_accuracy": _mean(done, "balanced_accuracy"),
+                "roc_auc": _mean(done, "roc_auc"),
+                "dice": _mean(done, "dice"),
+            }
+        )
+    return rows
+
+
+def csv_table(results: Sequence[TrialResult]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(r.row() for r in results)
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.3f}" if isinstance(value, float) else str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(results: Sequence[TrialResult], plots: Sequence[Path]) -> str:
+    summary = summarise(results)
+    columns = (
+        "arch",
+        "size",
+        "seeds",
+        "accuracy",
+        "ci_low",
+        "ci_high",
+        "balanced_accuracy",
+        "roc_auc",
+        "dice",
+    )
+    lines = [
+        "# ubc small-sample study",
+        "",
+        "Accuracy on the fixed test set against training images per class; the interval is the 95 % Wilson "
+        "interval of every seed's test predictions pooled. Figures are read at the plateau (mean of the last "
+        "evaluations of each run).",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" if c == "arch" else "---:" for c in columns) + "|",
+    ]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in summary]
+    failed = [r for r in results if not r.finished]
+    if failed:
+        lines += ["", "## Failed trials", ""] + [
+            f"- {r.arch} n={r.size} seed {r.seed}: {r.error}" for r in failed
+        ]
+    lines += [""] + [f"![{path.stem}]({path.as_posix()})" for path in plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(folder: Path, results: Sequence[TrialResult], plots: Sequence[Path]) -> None:
+    atomic_write_text(Path(folder) / "study.csv", csv_table(results))
+    atomic_write_text(Path(folder) / "study.md", markdown(results, plots))
+
+
+def plot_accuracy(folder: Path, results: Sequence[TrialResult]) -> Path:
+    """Figure 6: test accuracy against training images per class, one line per model, Wilson intervals."""
+    figure, axis = pyplot().subplots(figsize=(6.5, 4.5))
+    rows = summarise(results)
+    for arch in dict.fromkeys(r["arch"] for r in rows):
+        mine = [r for r in rows if r["arch"] == arch]
+        sizes = [r["size"] for r in mine]
+        accuracy = np.array([r["accuracy"] for r in mine])
+        error = [accuracy - [r["ci_low"] for r in mine], [r["ci_high"] for r in mine] - accuracy]
+        axis.errorbar(sizes, accuracy, yerr=error, marker="o", capsize=3, label=arch)
+    axis.axhline(0.5, color="grey", linestyle=":", label="chance")
+    axis.set_xscale("log")
+    axis.set(title="accuracy vs training images per class", xlabel="images per class", ylabel="test accuracy")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()
+    figure.tight_layout()
+    return save_figure(figure, Path(folder) / "plots" / "accuracy_vs_size.png")
+
+
+def plot_dice_accuracy(folder: Path, results: Sequence[TrialResult]) -> Path:
+    """Figure 7: test Dice against test accuracy of every UBC trial, coloured by training size."""
+    figure, axis = pyplot().subplots(figsize=(6, 4.5))
+    points = [r for r in results if r.finished and not math.isnan(r.figures.get("dice", math.nan))]
+    if points:
+        drawn = axis.scatter(
+            [r.figures["dice"] for r in points],
+            [r.figures["accuracy"] for r in points],
+            c=[math.log10(r.size) for r in points],
+            cmap="viridis",
+        )
+        figure.colorbar(drawn, ax=axis, label="log10 images per class")
+    axis.set(title="UBC: Dice vs accuracy per trial", xlabel="test Dice", ylabel="test accuracy")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return save_figure(figure, Path(folder) / "plots" / "dice_vs_accuracy.png")

@@ -1,0 +1,182 @@
+"""`medkit run ubc` end to end on tiny data: train (both models, deep supervision, semi-supervised), predict
+with mask and Grad-CAM, the study's table and figures, and bad input that stops with exit code 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import brats_folder, image_folder
+
+from medkit.testing import run_cli
+
+TINY = [
+    "--device",
+    "cpu",
+    "--epochs",
+    "2",
+    "--set",
+    "image_size=32",
+    "--set",
+    "batch_size=8",
+    "--set",
+    "data_options.synthetic.patients=4",
+    "--set",
+    "plateau=2",
+]
+
+
+def summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("arch", ["resnet34", "ubc_resnet18"])
+def test_a_short_run_writes_the_papers_figures_at_the_plateau(tmp_path, arch):
+    out = tmp_path / "run"
+    result = run_cli(["run", "ubc", "--arch", arch, "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    figures = summary(out)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and records[0]["train/samples"] == 20  # 2 of 4 patients per class x 5 slices
+    for name in ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "balanced_accuracy", "roc_auc"):
+        assert f"val/{name}" in records[-1]
+    assert ("val/dice" in records[-1]) is (arch != "resnet34")
+    mean = (records[0]["val/accuracy"] + records[1]["val/accuracy"]) / 2
+    assert figures["plateau"]["accuracy"] == pytest.approx(mean)
+    assert figures["plateau"]["accuracy_ci_low"] < mean < figures["plateau"]["accuracy_ci_high"]
+    assert figures["train"]["patients"] == 4 and figures["test"]["patients"] == 4
+    assert (out / "checkpoints" / "best.pt").is_file() and (out / "plots" / "curves.png").is_file()
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert (config["optim"]["lr"], config["optim"]["step_size"], config["optim"]["gamma"]) == (2e-5, 5, 0.9)
+    assert config["batch_size"] == 8 and config["alpha"] == 0.5
+
+
+def test_deep_supervision_and_semi_supervised_masks_train_together(tmp_path):
+    out = tmp_path / "run"
+    options = ["--set", "model.deep_supervision=true", "--set", "data_options.semi_supervised=true"]
+    options += ["--set", "data_options.synthetic.unlabelled=2", "--set", "per_class=3"]
+    result = run_cli(["run", "ubc", "--arch", "ubc_resnet18", "--out", str(out), *TINY, *options])
+    assert result.exit_code == 0, result.output
+    train = summary(out)["train"]
+    assert train["per_class"] == {"diffuse": 3, "ring": 3} and train["unlabelled"] == 10  # 2 patients x 5
+    assert summary(out)["parameters"] > 14_000_000
+
+
+def test_predict_draws_probability_mask_and_grad_cam_for_unseen_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDKIT_RUNS_DIR", str(tmp_path / "runs"))
+    assert run_cli(["run", "ubc", "--arch", "ubc_resnet18", *TINY]).exit_code == 0
+    out = tmp_path / "predicted"
+    args = ["run", "ubc", "predict", "--out", str(out), "--device", "cpu"]
+    result = run_cli([*args, "--set", "image_size=32", "--set", "images=3"])
+    assert result.exit_code == 0, result.output
+    predicted = summary(out)
+    assert predicted["arch"] == "ubc_resnet18" and len(predicted["images"]) == 3
+    for entry in predicted["images"].values():
+        assert sum(entry["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert 0 <= entry["dice"] <= 1 and entry["true"] in ("diffuse", "ring")
+        assert Path(entry["overlay"]).read_bytes()[:4] == b"\x89PNG"
+    assert 0 <= predicted["accuracy"] <= 1
+
+
+def test_a_brats_folder_trains_end_to_end(tmp_path):
+    data = brats_folder(tmp_path / "brats", per_grade=2)
+    out = tmp_path / "run"
+    result = run_cli(["run", "ubc", "--arch", "ubc_resnet18", "--data", str(data), "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    assert summary(out)["classes"] == ["LGG", "HGG"] and summary(out)["test"]["images"] == 10
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--set", "per_class=30"], "per_class=30: class 'diffuse' has only 10 training images"),
+        (["--set", "image_size=40"], "multiple of 32"),
+        (["--set", "model.num_classes=3"], "model.num_classes=3"),
+    ],
+)
+def test_bad_options_stop_with_exit_code_2_and_leave_no_run(tmp_path, options, message):
+    out = tmp_path / "run"
+    result = run_cli(["run", "ubc", "--arch", "resnet34", "--out", str(out), *TINY, *options])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and not out.exists()
+
+
+def test_bad_masks_stop_with_exit_code_2(tmp_path):
+    data = image_folder(tmp_path / "png", mask_value=255)
+    result = run_cli(["run", "ubc", "--data", str(data), "--out", str(tmp_path / "run"), *TINY])
+    assert result.exit_code == 2 and "binarize=true" in result.output
+
+
+STUDY = ["base.epochs=1", "base.image_size=32", "base.batch_size=8", "base.plateau=1"]
+STUDY += ["base.data_options.synthetic.patients=4", "sizes=[1,3]", "seeds=2", "archs=[resnet34,ubc_resnet18]"]
+
+
+def run_study(out: Path, *sets: str, resume: bool = False):
+    args = ["run", "ubc", "study", "--out", str(out), "--device", "cpu"]
+    args += [a for s in [*STUDY, *sets] for a in ("--set", s)] + (["--resume"] if resume else [])
+    return run_cli(args)
+
+
+def test_the_study_trains_both_models_per_size_and_seed_on_one_test_set(tmp_path):
+    out = tmp_path / "study"
+    result = run_study(out)
+    assert result.exit_code == 0, result.output
+    with open(out / "study.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["arch"], r["size"], r["seed"]) for r in rows] == [
+        (arch, size, seed)
+        for arch in ("resnet34", "ubc_resnet18")
+        for size in ("1", "3")
+        for seed in ("0", "1")
+    ]
+    tests = set()
+    for row in rows:
+        trial = summary(out / row["run_dir"])
+        assert trial["train"]["per_class"] == {"diffuse": int(row["size"]), "ring": int(row["size"])}
+        assert float(row["accuracy"]) == trial["plateau"]["accuracy"]
+        tests.add(json.dumps(trial["test"], sort_keys=True))
+    assert len(tests) == 1  # one fixed test set for every trial
+    by_size = summary(out)["by_size"]
+    assert [(r["arch"], r["size"], r["seeds"]) for r in by_size] == [
+        ("resnet34", 1, 2),
+        ("resnet34", 3, 2),
+        ("ubc_resnet18", 1, 2),
+        ("ubc_resnet18", 3, 2),
+    ]
+    assert all(r["ci_low"] <= r["accuracy"] <= r["ci_high"] for r in by_size)
+    for plot in ("accuracy_vs_size", "dice_vs_accuracy"):
+        assert (out / "plots" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"(plots/{plot}.png)" in (out / "study.md").read_text()
+
+    # a killed study resumed: finished trials are kept, a trial without summary is completed
+    (out / rows[-1]["run_dir"] / "summary.json").unlink()
+    kept = (out / rows[0]["run_dir"] / "metrics.jsonl").stat().st_mtime_ns
+    assert run_study(out, resume=True).exit_code == 0
+    assert (out / rows[0]["run_dir"] / "metrics.jsonl").stat().st_mtime_ns == kept
+    assert (out / rows[-1]["run_dir"] / "summary.json").is_file()
+
+
+def test_a_failing_trial_is_recorded_and_a_size_too_large_stops_before_the_study(tmp_path):
+    out = tmp_path / "study"
+    result = run_study(out, "sizes=[1,30]", "seeds=1", "archs=[resnet34]")
+    assert result.exit_code == 1 and "1 of 2 trials failed" in result.output
+    assert "per_class=30" in (out / "study.md").read_text()
+    assert summary(out)["finished"] == 1
+    typo = run_study(tmp_path / "other", "base.epoch=2")
+    assert typo.exit_code == 2 and "Did you mean 'epochs'" in typo.output
+
+
+def test_the_papers_set_up_and_the_cpu_preset_ship_as_valid_config_files():
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    result = run_cli(["run", "ubc", "--config", str(configs / "paper.yaml"), "--print-config"])
+    assert result.exit_code == 0, result.output
+    paper = yaml.safe_load(result.stdout)
+    assert (paper["image_size"], paper["epochs"], paper["batch_size"], paper["alpha"]) == (224, 200, 50, 0.5)
+    assert (paper["optim"]["name"], paper["optim"]["lr"], paper["optim"]["step_size"]) == ("adam", 2e-5, 5)
+    assert paper["data_options"]["slices_per_patient"] == 5 and paper["val_fraction"] == 0.5
+    result = run_cli(["run", "ubc", "--config", str(configs / "cpu.yaml"), "--print-config"])
+    cpu = yaml.safe_load(result.stdout)
+    assert (cpu["optim"]["lr"], cpu["batch_size"], cpu["optim"]["gamma"]) == (5e-4, 16, 0.9)
