@@ -7,7 +7,8 @@ learning rate of 1e-20 long before the plateau at epoch 60 the paper reports. Wh
 instead of the paper's GPU: 64 px images (paper 224), 40 synthetic patients per class (paper 76) and 15 epochs
 (paper 200); `configs/paper.yaml` is the paper's set-up. At the paper's learning rate 15 epochs are only ~60 Adam
 steps, too few for a randomly initialised ResNet34 to leave chance level (README, "Measured");
-`configs/cpu.yaml` (lr 5e-4, batch 16) learns faster (test accuracy 0.73, Dice 0.88 after 7 epochs).
+`configs/cpu.yaml` (lr 5e-4, batch 16) learns faster (test accuracy 0.73, Dice 0.88 after 7 epochs, on
+the v1 synthetic data).
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ class TrainUbcConfig(TrainingConfig):
         help="train on this many images per class (the study's subset sizes): one random slice per patient "
         "first, then a second per patient, ...; null: every training image",
     )
+    min_epoch_images: int = option(
+        0,
+        help="repeat the training images within an epoch (whole shuffled passes) until it holds at least this "
+        "many, so that a tiny subset still takes several optimiser steps per epoch (the small study: 80); "
+        "0: one pass, as in the paper",
+    )
     split_seed: int | None = option(
         None,
         help="seed of the patient-wise split; null: --seed (the study fixes it: one test set for all trials)",
@@ -109,6 +116,10 @@ class TrainUbcConfig(TrainingConfig):
             raise UsageError(f"alpha={self.alpha}: the loss weight must lie in [0, 1]")
         if self.per_class is not None and self.per_class < 1:
             raise UsageError(f"per_class={self.per_class}: give at least 1 image per class, or null for all")
+        if self.min_epoch_images < 0:
+            raise UsageError(
+                f"min_epoch_images={self.min_epoch_images}: give 0 (one pass) or a positive count"
+            )
         if self.data_options.slices_per_patient < 1:
             raise UsageError("data_options.slices_per_patient must be at least 1")
 

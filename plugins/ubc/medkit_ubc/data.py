@@ -25,6 +25,7 @@ from medkit.user_cache import build_once, cache_folder
 
 from .slices import NO_LABEL, Slices, SliceSet, resize_images, resize_masks
 from .synthetic import CLASS_NAMES as SYNTHETIC_CLASSES
+from .synthetic import VERSION as SYNTHETIC_VERSION
 from .synthetic import brain_patient
 
 BRATS_CLASSES = ("LGG", "HGG")
@@ -44,7 +45,10 @@ def cache_root() -> Path:
 def synthetic_cache(patients: int, slices: int, size: int, unlabelled: int = 0, seed: int = 0) -> Path:
     """The embedded brains as a slice cache, generated once: ``patients`` per class (ids ``<class>-NNN``) and
     ``unlabelled`` more of either class (ids ``unlabelled-NNN``)."""
-    target = cache_root() / f"synthetic-v1-{patients}p{unlabelled}u-{slices}x{size}-seed{seed}.h5"
+    target = (
+        cache_root()
+        / f"synthetic-v{SYNTHETIC_VERSION}-{patients}p{unlabelled}u-{slices}x{size}-seed{seed}.h5"
+    )
 
     def build(path: Path) -> None:
         with tempfile.TemporaryDirectory() as folder:

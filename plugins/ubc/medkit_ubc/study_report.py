@@ -62,7 +62,8 @@ def summarise(results: Sequence[TrialResult]) -> list[dict[str, Any]]:
     """One row per (arch, size): mean figures over finished seeds and the Wilson interval of the pooled
     accuracy (every seed's test predictions counted together)."""
     rows = []
-    keys = dict.fromkeys((r.arch, r.size) for r in results)
+    archs = list(dict.fromkeys(r.arch for r in results))
+    keys = sorted(dict.fromkeys((r.arch, r.size) for r in results), key=lambda k: (archs.index(k[0]), k[1]))
     for arch, size in keys:
         done = [r for r in results if (r.arch, r.size) == (arch, size) and r.finished]
         if not done:

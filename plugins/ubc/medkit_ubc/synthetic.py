@@ -9,6 +9,13 @@ differ in appearance only - their sizes and places are drawn from the same range
 - ``diffuse`` (LGG-like): one homogeneous hyperintense lesion with a soft edge.
 
 The mask is the whole lesion (for ``ring``: halo, rim and core), as BraTS' union of tumour labels.
+
+Every brain also holds one or two small bright structures that are not lesion (not in the mask) - a rimmed
+cyst-like ring or a homogeneous bright spot, drawn independently of the class - and a per-patient contrast
+curve (gamma), so that a ring or a bright blob somewhere in the image does not by itself tell the class: the
+classifier has to judge the lesion's own appearance, and where the lesion is is what the mask teaches (the
+paper's reason for the U-Net branch). ``VERSION`` names the generator in the cache key; change it with the
+generator.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 CLASS_NAMES = ("diffuse", "ring")
+VERSION = 2  # v1: no distractors, no gamma
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,8 +41,13 @@ def _smooth_texture(y: np.ndarray, x: np.ndarray, rng: np.random.Generator, wave
     return texture / waves
 
 
-def brain_patient(label: int, slices: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(slices, size, size) float32 intensities in about [0, 1] and a uint8 {0, 1} lesion mask."""
+def brain_patient(
+    label: int, slices: int, size: int, seed: int, distractors: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(slices, size, size) float32 intensities in about [0, 1] and a uint8 {0, 1} lesion mask.
+
+    ``distractors=False`` leaves out the non-lesion structures and nothing else (the same seed gives the same
+    brain, lesion and noise), to show what they add."""
     rng = np.random.default_rng(seed)
     y, x = _grid(size)
     ry, rx = rng.uniform(0.8, 0.92), rng.uniform(0.68, 0.8)
@@ -53,6 +66,21 @@ def brain_patient(label: int, slices: int, size: int, seed: int) -> tuple[np.nda
     contrast = rng.uniform(0.22, 0.42)
     core_ratio, rim_width, rim = rng.uniform(0.4, 0.65), rng.uniform(0.1, 0.2), rng.uniform(0.1, 0.4)
     noise_level = rng.uniform(0.02, 0.05)
+    gamma = rng.uniform(0.75, 1.35)
+    # distractors: small non-lesion structures on the other side of the brain, of either kind whatever the class
+    mimics = []
+    for _ in range(rng.integers(1, 3)):
+        m_angle = angle + np.pi + rng.uniform(-0.9, 0.9)
+        m_distance = rng.uniform(0.25, 0.5)
+        mimics.append(
+            (
+                int(rng.integers(0, 2)),  # 1: a rimmed ring, 0: a homogeneous spot
+                m_distance * np.sin(m_angle) * ry,
+                m_distance * np.cos(m_angle) * rx,
+                rng.uniform(0.06, 0.11),
+                rng.uniform(0.15, 0.35),
+            )
+        )
     along = np.linspace(-1.15, 1.15, slices) + rng.uniform(-0.1, 0.1)
     images = np.empty((slices, size, size), dtype=np.float32)
     masks = np.zeros((slices, size, size), dtype=np.uint8)
@@ -76,6 +104,15 @@ def brain_patient(label: int, slices: int, size: int, seed: int) -> tuple[np.nda
                 fill = contrast * np.clip((1 - d) / 0.3, 0, 1) * (1 + 0.15 * _smooth_texture(y, x, rng, 3))
                 image = np.where(lesion, image + fill, image)
             masks[k] = lesion
+        lesion_now = masks[k] > 0
+        for kind, my, mx, m_radius, strength in mimics if distractors else []:
+            d = np.sqrt((y - my) ** 2 + (x - mx) ** 2) / (m_radius * (1 - 0.25 * abs(t)))
+            if kind == 1:
+                bump = strength * np.exp(-(((d - 0.7) / 0.2) ** 2)) - 0.12 * (d < 0.45)
+            else:
+                bump = strength * np.clip((1 - d) / 0.3, 0, 1)
+            image = np.where((brain <= 1) & ~lesion_now, image + bump, image)
+        image = np.clip(image, 0, None) ** gamma
         noisy = np.abs(image * bias + rng.normal(0, noise_level, image.shape))  # magnitude images: Rician
         images[k] = noisy.astype(np.float32)
     return images, masks

@@ -155,6 +155,31 @@ def test_synthetic_classes_differ_in_appearance_not_in_lesion_size():
     assert lesion.min() < np.median(image[k][image[k] > 0.05]) < lesion.max()  # dark core, bright rim
 
 
+def test_synthetic_distractors_lie_outside_the_mask_in_both_classes_alike():
+    changed = {0: [], 1: []}
+    for label in (0, 1):
+        for seed in range(12):
+            image, mask = brain_patient(label, 8, 64, seed=seed)
+            plain, same_mask = brain_patient(label, 8, 64, seed=seed, distractors=False)
+            assert np.array_equal(mask, same_mask)
+            differs = np.abs(image - plain) > 1e-6
+            assert not differs[mask > 0].any()  # the lesion, and so the class's evidence, is untouched
+            assert differs.any()  # every brain holds at least one bright non-lesion structure
+            brain = plain[k := mask.sum(axis=(1, 2)).argmax()] > 0.1
+            assert (image[k][differs[k]] > np.median(image[k][brain])).mean() > 0.3  # bright, not a shadow
+            changed[label].append(differs.sum())
+    assert abs(np.mean(changed[0]) - np.mean(changed[1])) < 0.35 * np.mean(changed[0])
+
+
+def test_the_synthetic_cache_is_keyed_by_the_generators_version(tmp_path, monkeypatch):
+    from medkit_ubc import data
+    from medkit_ubc.synthetic import VERSION
+
+    monkeypatch.setattr(data, "build_once", lambda target, build: target)
+    assert data.synthetic_cache(3, 8, 32).name == f"synthetic-v{VERSION}-3p0u-8x32-seed0.h5"
+    assert VERSION >= 2  # v1 had no distractors
+
+
 def test_the_embedded_data_splits_by_synthetic_patient():
     slices = load_slices(config(data_options={"synthetic": {"patients": 4, "slices": 8}}))
     assert slices.class_names == ("diffuse", "ring") and len(slices) == 2 * 4 * 5

@@ -58,11 +58,42 @@ def test_deep_supervision_and_semi_supervised_masks_train_together(tmp_path):
     out = tmp_path / "run"
     options = ["--set", "model.deep_supervision=true", "--set", "data_options.semi_supervised=true"]
     options += ["--set", "data_options.synthetic.unlabelled=2", "--set", "per_class=3"]
+    options += ["--set", "min_epoch_images=40"]  # 16 training images: 3 whole passes per epoch
     result = run_cli(["run", "ubc", "--arch", "ubc_resnet18", "--out", str(out), *TINY, *options])
     assert result.exit_code == 0, result.output
     train = summary(out)["train"]
     assert train["per_class"] == {"diffuse": 3, "ring": 3} and train["unlabelled"] == 10  # 2 patients x 5
+    assert summary(out)["epoch_images"] == 48
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/samples"] for r in records] == [48, 48]
     assert summary(out)["parameters"] > 14_000_000
+
+
+def test_epoch_indices_repeat_whole_passes():
+    from medkit_ubc.recipes.train import epoch_indices
+
+    assert epoch_indices([4, 7, 9], 0) == [4, 7, 9] == epoch_indices([4, 7, 9], 3)
+    assert epoch_indices([4, 7], 5) == [4, 7] * 3  # every image equally often, at least 5
+    assert epoch_indices([], 80) == []
+
+
+def test_the_small_study_scale_trains_on_cpu_and_the_paper_scale_keeps_the_papers_optimiser():
+    from medkit.config import resolve_config
+    from medkit_ubc.config import TrainUbcConfig
+    from medkit_ubc.studies import StudyUbcConfig, Trial, trial_layers
+
+    trial = Trial("ubc_resnet34", 2, 0)
+    small = resolve_config(TrainUbcConfig, trial_layers(StudyUbcConfig(), trial))[0]
+    assert (small.optim.lr, small.optim.step_size, small.optim.gamma) == (5e-4, 5, 0.9)
+    assert (small.image_size, small.batch_size, small.min_epoch_images, small.per_class) == (64, 8, 80, 2)
+    paper = resolve_config(TrainUbcConfig, trial_layers(StudyUbcConfig(scale="paper"), trial))[0]
+    assert (paper.optim.name, paper.optim.lr, paper.optim.step_size, paper.optim.gamma) == (
+        "adam",
+        2e-5,
+        5,
+        0.9,
+    )
+    assert (paper.image_size, paper.epochs, paper.batch_size, paper.min_epoch_images) == (224, 200, 50, 0)
 
 
 def test_predict_draws_probability_mask_and_grad_cam_for_unseen_images(tmp_path, monkeypatch):
@@ -110,7 +141,13 @@ def test_bad_masks_stop_with_exit_code_2(tmp_path):
     assert result.exit_code == 2 and "binarize=true" in result.output
 
 
-STUDY = ["base.epochs=1", "base.image_size=32", "base.batch_size=8", "base.plateau=1"]
+STUDY = [
+    "base.epochs=1",
+    "base.image_size=32",
+    "base.batch_size=8",
+    "base.plateau=1",
+    "base.min_epoch_images=8",
+]
 STUDY += ["base.data_options.synthetic.patients=4", "sizes=[1,3]", "seeds=2", "archs=[resnet34,ubc_resnet18]"]
 
 
@@ -128,14 +165,15 @@ def test_the_study_trains_both_models_per_size_and_seed_on_one_test_set(tmp_path
         rows = list(csv.DictReader(handle))
     assert [(r["arch"], r["size"], r["seed"]) for r in rows] == [
         (arch, size, seed)
-        for arch in ("resnet34", "ubc_resnet18")
-        for size in ("1", "3")
+        for size in ("1", "3")  # smallest first, both models at each size and seed before the next
         for seed in ("0", "1")
+        for arch in ("resnet34", "ubc_resnet18")
     ]
     tests = set()
     for row in rows:
         trial = summary(out / row["run_dir"])
         assert trial["train"]["per_class"] == {"diffuse": int(row["size"]), "ring": int(row["size"])}
+        assert trial["epoch_images"] == {"1": 8, "3": 12}[row["size"]]  # whole passes of 2 or 6, at least 8
         assert float(row["accuracy"]) == trial["plateau"]["accuracy"]
         tests.add(json.dumps(trial["test"], sort_keys=True))
     assert len(tests) == 1  # one fixed test set for every trial

@@ -54,6 +54,15 @@ def describe_split(slices: Slices, indices: list[int]) -> dict[str, Any]:
     }
 
 
+def epoch_indices(indices: list[int], min_images: int) -> list[int]:
+    """``indices`` repeated as whole passes until there are at least ``min_images`` (the trainer shuffles them
+    each epoch): every image is seen equally often, and a tiny subset takes as many optimiser steps per epoch as
+    a larger one."""
+    if not indices or min_images <= len(indices):
+        return list(indices)
+    return list(indices) * -(-min_images // len(indices))
+
+
 def train(ctx: RecipeContext) -> dict[str, Any]:
     cfg = ctx.config
     slices = load_slices(cfg)
@@ -72,7 +81,8 @@ def train(ctx: RecipeContext) -> dict[str, Any]:
         console=ctx.console,
         target_key=None,  # the loss and the scorer need label, mask and has_mask together
     )
-    summary = trainer.fit(model, SliceSet(slices, train_ids), SliceSet(slices, test_ids), ctx.run)
+    epoch_ids = epoch_indices(train_ids, cfg.min_epoch_images)
+    summary = trainer.fit(model, SliceSet(slices, epoch_ids), SliceSet(slices, test_ids), ctx.run)
     records = ctx.run.read_metrics()
     summary.update(
         arch=cfg.arch,
@@ -80,6 +90,7 @@ def train(ctx: RecipeContext) -> dict[str, Any]:
         parts=model.parts(),
         classes=list(slices.class_names),
         train=describe_split(slices, train_ids),
+        epoch_images=len(epoch_ids),
         test=describe_split(slices, test_ids),
         plateau=plateau(records, cfg.plateau, len(test_ids)),
         seconds=round(sum(r.get("seconds", 0.0) for r in records), 1),
