@@ -19,12 +19,12 @@ import argparse
 import io
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from child_process import run_child
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("medkit:unet", "medkit:attn_unetpp_v2", "smp:Unet", "smp:UnetPlusPlus")
@@ -97,21 +97,12 @@ def throughput_child(spec: str, steps: int, layout: str) -> dict[str, Any]:
     }
 
 
-def run_child(*args: str) -> dict[str, Any]:
-    completed = subprocess.run(
-        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False
-    )
-    if completed.returncode:
-        raise RuntimeError(completed.stderr[-3000:])
-    return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
 def throughput(steps: int, rounds: int) -> dict[str, Any]:
     figures: dict[str, dict[str, Any]] = {}
     for _ in range(rounds):
         for spec in MODELS:
             for layout in LAYOUTS:
-                result = run_child("throughput", spec, str(steps), layout)
+                result = run_child(__file__, "throughput", spec, str(steps), layout)
                 best = figures.setdefault(f"{spec} {layout}", result)
                 if result["slices_per_s"] > best["slices_per_s"]:
                     figures[f"{spec} {layout}"] = result

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from child_process import run_child
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("resnet34", "ubc_resnet34")
@@ -63,15 +63,6 @@ def throughput_child(arch: str, size: int, batch: int, steps: int, layout: str) 
     return {"parameters": sum(p.numel() for p in model.parameters()), "images_per_s": batch * steps / seconds}
 
 
-def run_child(*args: str) -> dict[str, Any]:
-    completed = subprocess.run(
-        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False
-    )
-    if completed.returncode:
-        raise RuntimeError(completed.stderr[-3000:])
-    return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
@@ -89,7 +80,7 @@ def main() -> None:
         for arch in MODELS:
             for size in SIZES:
                 for layout in LAYOUTS:
-                    result = run_child(arch, str(size), str(args.batch), str(args.steps), layout)
+                    result = run_child(__file__, arch, str(size), str(args.batch), str(args.steps), layout)
                     key = f"{arch} {size}px {layout}"
                     if key not in figures or result["images_per_s"] > figures[key]["images_per_s"]:
                         figures[key] = result

@@ -34,8 +34,8 @@ def sparse_random_projection(dim: int, projection_dim: int, generator: torch.Gen
 
 
 # Above this many bytes of projected bank the selection loop is bound by memory bandwidth, not arithmetic: each
-# step reads the whole bank once. bfloat16 halves the bytes read (3-4x faster at 157k x 128 on a 2-core CPU);
-# below it, the bank sits in cache and float32 is as fast.
+# step reads the whole bank once, and bfloat16 halves the bytes read. Below it, the bank sits in cache and
+# float32 is as fast.
 BFLOAT16_BANK_BYTES = 2**25
 
 
