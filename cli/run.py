@@ -41,6 +41,18 @@ def run(
         ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this checkpoint (transfer learning), for recipes with an `init` option."
+        ),
+    ] = None,
+    freeze: Annotated[
+        str | None,
+        typer.Option(
+            help="Blocks kept at the --init weights, e.g. d1,g2, for recipes with a `freeze` option."
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
     resume: Annotated[
@@ -74,6 +86,8 @@ def run(
             "data": data,
             "out": out,
             "epochs": epochs,
+            "init": init,
+            "freeze": freeze,
             "seed": seed,
             "device": device,
         }

@@ -35,7 +35,7 @@ from .runs import (
 )
 from .suggest import did_you_mean
 
-FLAG_KEYS = ("arch", "data", "out", "epochs", "seed", "device")
+FLAG_KEYS = ("arch", "data", "out", "epochs", "init", "freeze", "seed", "device")
 """Explicit command-line flags and the config keys they set (highest precedence)."""
 
 

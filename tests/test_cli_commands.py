@@ -6,10 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from medkit.catalogue import load_catalogue
+from medkit.catalogue import ENV_REGISTRY, load_catalogue
 from medkit.plugins import get_plugins
 from medkit.testing import run_cli
 
@@ -21,11 +22,29 @@ def test_list_plugins_shows_each_plugin_with_version_status_and_what_it_register
     assert "0.1.0" in row and "ok" in row and "tiny_cnn" in result.stdout
 
 
-def test_list_plugins_all_adds_catalogue_entries_with_how_to_install_them():
+def test_list_plugins_all_adds_catalogue_entries_with_how_to_install_them(tmp_path, monkeypatch):
+    # the shipped catalogue's plugins are all installed here: add one that is not, and one not released
+    shipped = (Path(__file__).parents[1] / "registry.yaml").read_text()
+    extra = """  - name: future-plugin
+    distribution: medkit-future-plugin
+    summary: "A plugin from PyPI that is not installed"
+    api: ">=1.0,<2"
+  - name: unreleased-plugin
+    distribution: medkit-unreleased-plugin
+    summary: "A plugin that is announced but not released"
+    api: ">=1.0,<2"
+    released: false
+"""
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(shipped.rstrip("\n") + "\n" + extra)
+    monkeypatch.setenv(ENV_REGISTRY, str(registry))
     records = json.loads(run_cli(["list-plugins", "--all", "--json"]).stdout)
-    by_name = {r["name"]: r for r in records}
-    assert by_name["example"]["status"] == "ok"
+    table = run_cli(["list-plugins", "--all"]).stdout
     catalogue = load_catalogue()
+    by_name = {r["name"]: r for r in records}
+    assert by_name["future-plugin"]["install"] == "pip install medkit-future-plugin"
+    assert by_name["unreleased-plugin"]["install"] == "not released yet"
+    assert by_name["example"]["status"] == "ok"
     assert {e.name for e in catalogue} <= set(by_name)
     for entry in catalogue:
         if entry.name in get_plugins().records:
@@ -33,8 +52,7 @@ def test_list_plugins_all_adds_catalogue_entries_with_how_to_install_them():
         else:
             assert by_name[entry.name]["status"] == "not installed"
             assert by_name[entry.name]["install"]  # a command, or an honest "not released yet"
-    table = run_cli(["list-plugins", "--all"]).stdout
-    assert "not installed" in table and "ubc" in table
+    assert "not installed" in table and "future-plugin" in table and "ubc" in table
 
 
 def test_describe_reports_recipes_architectures_with_parameter_counts_and_datasets():

@@ -165,6 +165,15 @@ def test_non_integer_epochs_flag_is_a_usage_error(medkit):
     assert_usage_error(medkit("run", "example", "--epochs", "ten"), "Invalid value for '--epochs'")
 
 
+def test_transfer_flags_are_refused_by_a_recipe_without_them(medkit, runs_dir):
+    assert_usage_error(
+        medkit("run", "example", "--freeze", "d1,g2"),
+        "--freeze",
+        "recipe example train has no 'freeze' option",
+    )
+    assert not runs_dir.exists()
+
+
 def test_set_without_equals_sign_is_a_usage_error(medkit):
     assert_usage_error(medkit("run", "example", "--set", "epochs"), "--set 'epochs'", "key.path=value")
 

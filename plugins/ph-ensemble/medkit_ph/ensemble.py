@@ -81,7 +81,8 @@ class PHEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.classes_, encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(
-                f"{type(self).__name__} needs at least two classes in y, got {len(self.classes_)}"
+                f"{type(self).__name__} needs at least two classes in y, got {len(self.classes_)} class "
+                f"({self.classes_.tolist()})"
             )
         smallest = int(np.bincount(encoded).min())
         if smallest < 2:

@@ -7,6 +7,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from medkit_ph.ensemble import PHEnsembleClassifier
 from medkit_ph.evaluation import SearchSettings, run_fold
@@ -20,6 +21,14 @@ def _data(n=60, informative=0.9, seed=0):
     X = rng.normal(size=(n, 24))
     X[:, :4] += y[:, None] * informative
     return X, y
+
+
+@parametrize_with_checks(
+    # every reduction and classifier of the grid, at a width scikit-learn's small check data sets have
+    [PHEnsembleClassifier(n_features=5, n_top=10, inner_folds=2)]
+)
+def test_it_passes_scikit_learns_estimator_checks(estimator, check):
+    check(estimator)
 
 
 def test_it_clones_fits_and_predicts_like_any_classifier():

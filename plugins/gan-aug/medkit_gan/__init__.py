@@ -1,0 +1,1 @@
+"""gan-aug: conditional StyleGAN2 augmentation for histology (paper 001)."""

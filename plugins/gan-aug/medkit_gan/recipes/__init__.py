@@ -1,0 +1,1 @@
+"""The recipes of gan-aug: train, generate, metrics, classify, study."""
