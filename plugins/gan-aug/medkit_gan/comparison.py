@@ -56,7 +56,8 @@ def compare(
         weights=options.weights,
         seed=seed,
         device=device,
-        images_per_epoch=options.images_per_epoch,
+        # every setting takes the same number of steps: a bigger set must not win by training longer
+        images_per_epoch=options.images_per_epoch or len(real),
         progress=progress,
     )
     write_tables(rows, out_dir, title)

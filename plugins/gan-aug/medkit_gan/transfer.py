@@ -52,7 +52,7 @@ def _check_architecture(which: str, current: dict, stored: dict, names: tuple[st
         if name in stored and stored[name] != current[name]:
             raise UsageError(
                 f"{source} holds a {which} with {name}={stored[name]}, but this run builds {name}={current[name]}; "
-                f"its weights cannot be transferred. Train at {name} {stored[name]} (pass --set {name}={stored[name]}) "
+                f"its weights cannot be transferred. Build the same network (--set network.{name}={stored[name]}) "
                 "or start without --init"
             )
 

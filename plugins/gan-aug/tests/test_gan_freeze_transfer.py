@@ -219,9 +219,9 @@ def test_a_different_class_count_reinitialises_only_the_class_dependent_tensors(
     [
         (
             {"resolution": 32},
-            r"base\.pt holds a generator with resolution=16, .*resolution=32.*--set resolution=16",
+            r"base\.pt holds a generator with resolution=16, .*resolution=32.*--set network\.resolution=16",
         ),
-        ({"channel_max": 16}, r"base\.pt .*channel_max=32.*channel_max=16.*--set channel_max=32"),
+        ({"channel_max": 16}, r"base\.pt .*channel_max=32.*channel_max=16.*--set network\.channel_max=32"),
         ({"w_dim": 32}, r"base\.pt .*w_dim=16.*w_dim=32"),
     ],
 )

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from medkit import UsageError
 from medkit_gan.discriminator import Discriminator, minibatch_stddev
@@ -151,12 +152,23 @@ def test_grouped_modulated_conv_equals_a_plain_conv_per_sample():
         assert torch.allclose(out[i : i + 1], single, atol=1e-5)
 
 
-def test_resampling_filters_keep_a_constant_image_constant_away_from_the_border():
+def test_resampling_filters_keep_a_constant_image_constant_to_the_border():
     flat = torch.full((1, 2, 8, 8), 3.0)
     assert Upsample2d()(flat).shape == (1, 2, 16, 16)
-    assert torch.allclose(Upsample2d()(flat)[..., 2:-2, 2:-2], torch.tensor(3.0))
+    # the border is replicated, so a flat image stays flat up to its edge (no dark frame)
+    assert torch.allclose(Upsample2d()(flat), torch.tensor(3.0))
     assert Downsample2d()(flat).shape == (1, 2, 4, 4)
-    assert torch.allclose(Downsample2d()(flat)[..., 1:-1, 1:-1], torch.tensor(3.0))
+    assert torch.allclose(Downsample2d()(flat), torch.tensor(3.0))
+
+
+def test_replicated_borders_change_only_the_edge_pixels_of_the_resampling_filters():
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    up, down = Upsample2d(), Downsample2d()
+    zero_padded_up = F.conv_transpose2d(x, up.kernel.expand(3, 1, 4, 4), stride=2, padding=1, groups=3)
+    zero_padded_down = F.conv2d(x, down.kernel.expand(3, 1, 4, 4), stride=2, padding=1, groups=3)
+    assert torch.allclose(up(x)[..., 1:-1, 1:-1], zero_padded_up[..., 1:-1, 1:-1], atol=1e-6)
+    assert torch.allclose(down(x)[..., 1:-1, 1:-1], zero_padded_down[..., 1:-1, 1:-1], atol=1e-6)
+    assert not torch.allclose(up(x)[..., 0, :], zero_padded_up[..., 0, :])
 
 
 def test_const_noise_makes_the_generator_deterministic_and_random_noise_does_not():

@@ -27,7 +27,7 @@ NETWORK += ["--set", "network.embed_dim=16"]
 TRAINING = ["--set", "training.batch_size=8", "--set", "training.total_images=48"]
 TRAINING += ["--set", "training.eval_every_images=24", "--set", "training.checkpoint_every_images=24"]
 DATA = ["--device", "cpu", "--set", "data_options.scale=0.1"]
-SMALL = [*DATA, "--set", "metrics.images=36", *NETWORK]
+SMALL = [*DATA, "--set", "metrics.images=36", "--set", "metrics.eval_images=36", *NETWORK]
 CLASSIFY = ["--set", "classify.epochs=1", "--set", "classify.synthetic_per_class=4"]
 TINY = [*SMALL, *TRAINING, *CLASSIFY]
 

@@ -27,17 +27,18 @@ class Scale:
 
 
 SCALES = {
-    # a CPU study, a minute or two per trial on 2 cores: 64 px, 20 synthetic patients per class (50 training
+    # a CPU study, a few minutes per trial on 2 cores: 64 px, 20 synthetic patients per class (50 training
     # images per class, one fixed test set of 100), Adam lr 5e-4 (configs/cpu.yaml's; the paper's 2e-5 leaves a
     # random network at chance within a CPU's budget) with the paper's schedule shape (x0.9 every 5 epochs),
-    # batch 8, and every epoch at least 80 images (whole passes of the subset): each trial takes about the same
-    # 50-65 optimiser steps, so the 2-image subsets train as long as the 50-image ones
+    # batch 8, and every epoch at least 120 images (whole passes of the subset): each trial takes about the same
+    # 120-130 optimiser steps, so the 2-image subsets train as long as the 50-image ones (50 steps, the first
+    # version of this scale, left both models at chance: step-limited)
     "small": Scale(
         base={
-            "epochs": 5,
+            "epochs": 8,
             "image_size": 64,
             "batch_size": 8,
-            "min_epoch_images": 80,
+            "min_epoch_images": 120,
             "plateau": 3,
             "optim": {"lr": 5e-4},
             "data_options": {"synthetic": {"patients": 20}},
@@ -58,7 +59,7 @@ SCALES = {
 class StudyUbcConfig(RecipeConfig):
     scale: Literal["small", "paper"] = option(
         "small",
-        help="small: a CPU study (64 px, 5 epochs of at least 80 images, lr 5e-4, batch 8, sizes 2 5 20 50, "
+        help="small: a CPU study (64 px, 8 epochs of at least 120 images, lr 5e-4, batch 8, sizes 2 5 20 50, "
         "2 seeds); paper: 224 px, 200 epochs, the paper's optimiser (Adam 2e-5), sizes 1-190, 5 seeds (a GPU's work)",
     )
     archs: list[str] = option(default_factory=lambda: ["resnet34", "ubc_resnet34"], help="models compared")

@@ -85,7 +85,8 @@ def test_the_small_study_scale_trains_on_cpu_and_the_paper_scale_keeps_the_paper
     trial = Trial("ubc_resnet34", 2, 0)
     small = resolve_config(TrainUbcConfig, trial_layers(StudyUbcConfig(), trial))[0]
     assert (small.optim.lr, small.optim.step_size, small.optim.gamma) == (5e-4, 5, 0.9)
-    assert (small.image_size, small.batch_size, small.min_epoch_images, small.per_class) == (64, 8, 80, 2)
+    assert (small.image_size, small.batch_size, small.min_epoch_images, small.per_class) == (64, 8, 120, 2)
+    assert small.epochs * small.min_epoch_images // small.batch_size == 120  # optimiser steps per trial
     paper = resolve_config(TrainUbcConfig, trial_layers(StudyUbcConfig(scale="paper"), trial))[0]
     assert (paper.optim.name, paper.optim.lr, paper.optim.step_size, paper.optim.gamma) == (
         "adam",

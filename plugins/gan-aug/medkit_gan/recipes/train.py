@@ -105,6 +105,7 @@ def train(ctx: RecipeContext) -> dict[str, Any]:
     grids = save_grids(grid, grid_labels, real.class_names, ctx.run.plots_dir)
     figures = evaluator.report(generator)
     summary: dict[str, Any] = {
+        **{name: figures[name] for name in HEADLINE},
         "checkpoint": str(checkpoint),
         "training": training,
         "metrics": figures,
@@ -132,4 +133,6 @@ def train(ctx: RecipeContext) -> dict[str, Any]:
             title=f"Classifiers on {real.source}: real vs synthetic from {checkpoint.name} ({per_class} per class)",
             progress=ctx.console.print,
         )
+        for row in summary["classify"]["summary"]:
+            summary[f"{row['set']}/{row['arch']} accuracy"] = row["accuracy_mean"]
     return summary
