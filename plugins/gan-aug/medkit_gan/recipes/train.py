@@ -22,9 +22,9 @@ from ..sampling import balanced_labels, generate_images, load_generator, save_gr
 from ..training import GanTrainer
 from ..transfer import load_pretrained
 
-SYNTHETIC_SEED = (
-    777  # latents of the comparison's synthetic set (fixed, so a resumed run regenerates the same)
-)
+HEADLINE = ("fid", "precision", "recall", "density", "coverage")  # figures `medkit run` prints
+# latents of the comparison's synthetic set (fixed, so a resumed run regenerates the same images)
+SYNTHETIC_SEED = 777
 
 
 def training_options(cfg: TrainGanConfig) -> GanTrainingOptions:
