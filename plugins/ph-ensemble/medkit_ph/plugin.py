@@ -32,7 +32,7 @@ def register_recipes(register):
             name="finetune_effnet_b0",
             target="medkit_ph.recipes.finetune:finetune_effnet_b0",
             config="medkit_ph.config:FinetuneConfig",
-            summary="baseline: three-stage unfreezing of ImageNet EfficientNet-B0 at 256 px (report section 7)",
+            summary="baseline: three-stage unfreezing of ImageNet EfficientNet-B0 at 256 px (report section 7), or the offline Lite0",
         )
     )
 
@@ -52,7 +52,7 @@ def register_architectures(register):
             name="effnet_b0_stages",
             target="medkit_ph.models:effnet_b0_stages",
             task="classification",
-            summary="torchvision EfficientNet-B0 with a 4-class head, unfrozen stage by stage",
+            summary="EfficientNet-B0 (torchvision) or -Lite0 (timm) with a 4-class head, unfrozen stage by stage",
             defaults={"weights": "random"},
         )
     )

@@ -118,7 +118,37 @@ def test_finetune_runs_three_stages_with_random_weights(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["random_weights"] and len(summary["stages"]) == 3
+    assert summary["backbone"] == "efficientnet_b0"
     assert all((tmp_path / "run" / f"stage{i}" / "checkpoints" / "last.pt").is_file() for i in (1, 2, 3))
+
+
+def test_finetune_on_lite0_runs_three_stages_from_the_packaged_imagenet_weights(tmp_path):
+    import torch
+
+    result = run_cli(
+        [
+            "run",
+            "ph-ensemble",
+            "finetune_effnet_b0",
+            *TINY,
+            "--set",
+            "backbone=efficientnet_lite0",
+            "--set",
+            "image_size=32",
+            "--set",
+            "stage_epochs=[1,1,1]",
+            "--set",
+            "batch_size=16",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["backbone"] == "efficientnet_lite0" and not summary["random_weights"]
+    assert summary["weights"] == "efficientnet-lite0-57934424.pth (by order)" and len(summary["stages"]) == 3
+    checkpoint = torch.load(tmp_path / "run" / "stage3" / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["arch_options"] == {"backbone": "efficientnet_lite0"}
 
 
 def test_finetune_without_a_local_imagenet_file_exits_2_naming_it(tmp_path):

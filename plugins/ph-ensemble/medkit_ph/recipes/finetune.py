@@ -1,4 +1,5 @@
-"""`medkit run ph-ensemble finetune_effnet_b0`: three-stage unfreezing of EfficientNet-B0 (report section 7).
+"""`medkit run ph-ensemble finetune_effnet_b0`: three-stage unfreezing of EfficientNet-B0 (report section 7), or
+of EfficientNet-Lite0 (``backbone=efficientnet_lite0``), whose ImageNet weights work offline.
 
 Stage s trains the last s layers (``models`` defines a layer) for ``stage_epochs[s]`` epochs with learning
 rates ``lr x multipliers[s]`` (the report: 1.0; 0.9, 0.8; 0.8, 0.7, 0.6 from the head backwards) and
@@ -25,7 +26,8 @@ from ..slices import SliceSet, cross_entropy, split_indices
 
 def finetune_effnet_b0(ctx: RecipeContext) -> dict[str, Any]:
     cfg = ctx.config
-    model = effnet_b0_stages(cfg.weights, cfg.weights_dir)  # a missing weights file stops the run here
+    # missing weights (B0's file, Lite0's package) stop the run here, before any data is made
+    model = effnet_b0_stages(cfg.weights, cfg.weights_dir, backbone=cfg.backbone)
     data = load_data(cfg.data, cfg.phantoms.count, cfg.phantoms.size, cfg.phantoms.seed, cfg.layout)
     train_ids, val_ids = split_indices(data.labels, cfg.val_fraction, cfg.seed)
     train = SliceSet(data, train_ids, cfg.image_size, cfg.rotate_degrees, cfg.seed)
@@ -55,6 +57,7 @@ def finetune_effnet_b0(ctx: RecipeContext) -> dict[str, Any]:
             seed=cfg.seed,
             target_key="label",
             arch="effnet_b0_stages",
+            arch_options={"backbone": cfg.backbone},  # a Lite0 checkpoint does not fit the default B0
             console=ctx.console,
         )
         summary = trainer.fit(model, train, val, stage_run)
@@ -62,6 +65,7 @@ def finetune_effnet_b0(ctx: RecipeContext) -> dict[str, Any]:
         stages.append(summary)
     final = stages[-1]
     return {
+        "backbone": model.backbone,
         "weights": model.weights,
         "random_weights": model.weights == "random",
         "stages": stages,
