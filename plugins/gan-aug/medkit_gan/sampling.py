@@ -52,16 +52,21 @@ def generate_images(
     batch_size: int = 64,
     device: str = "cpu",
 ) -> np.ndarray:
-    """uint8 (N, H, W, 3) images of the given classes; the same seed gives the same images on one device (the
-    latents come from a CPU generator, the noise inputs are fixed)."""
+    """uint8 (N, H, W, 3) images of the given classes; the same seed gives the same images on one device.
+
+    The latents come from a seeded CPU generator; the noise inputs are drawn per image too (StyleGAN2's "random"
+    noise mode) under a seeded, forked global generator. Its "const" mode would stamp one fixed noise pattern on
+    every image: the same speckles in the same places, visible and costly in recall on a briefly trained model."""
     generator = generator.to(device).eval()
     latents = torch.Generator().manual_seed(seed)
     out = []
-    for start in range(0, len(labels), batch_size):
-        c = torch.as_tensor(labels[start : start + batch_size], device=device)
-        z = torch.randn(len(c), generator.z_dim, generator=latents).to(device)
-        images = generator(z, c, truncation_psi=truncation, noise_mode="const")
-        out.append(from_tensor_range(images.float().cpu().numpy()))
+    with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(labels), batch_size):
+            c = torch.as_tensor(labels[start : start + batch_size], device=device)
+            z = torch.randn(len(c), generator.z_dim, generator=latents).to(device)
+            images = generator(z, c, truncation_psi=truncation, noise_mode="random")
+            out.append(from_tensor_range(images.float().cpu().numpy()))
     if not out:
         return np.zeros((0, generator.resolution, generator.resolution, 3), dtype=np.uint8)
     return np.concatenate(out)
