@@ -8,11 +8,11 @@ classifier comparison; `study.md`/`study.csv` put them side by side. A killed st
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from medkit import RecipeContext
+from medkit.config import to_plain
 from medkit.runner import execute_trial, fail_study, plan_trials
 from medkit.runs import SUMMARY_FILE, read_json
 
@@ -25,16 +25,14 @@ def trial_folder(name: str) -> str:
 
 
 def shared_layers(cfg: StudyGanConfig) -> dict[str, Any]:
+    """The options every train run of the study shares (as plain values: the layers of a config)."""
     return {
-        "network": asdict(cfg.network),
-        "training": asdict(cfg.training),
-        "metrics": {
-            **asdict(cfg.metrics),
-            "weights": None if cfg.metrics.weights is None else str(cfg.metrics.weights),
-        },
+        "network": to_plain(cfg.network),
+        "training": to_plain(cfg.training),
+        "metrics": to_plain(cfg.metrics),
         "device": cfg.device,
         "seed": cfg.seed,
-        "data": None if cfg.data is None else str(cfg.data),
+        "data": to_plain(cfg.data),
     }
 
 
@@ -42,7 +40,7 @@ def base_layers(cfg: StudyGanConfig, out: Path) -> list[tuple[str, dict[str, Any
     """The base model's train run: a larger embedded set drawn with another seed (the paper's NCT-CRC-HE base
     model, in small), no classifier comparison."""
     data_options = {
-        **asdict(cfg.data_options),
+        **to_plain(cfg.data_options),
         "scale": cfg.base_scale,
         "embedded_seed": cfg.data_options.embedded_seed + 1,
     }
@@ -60,8 +58,8 @@ def base_layers(cfg: StudyGanConfig, out: Path) -> list[tuple[str, dict[str, Any
 def trial_layers(cfg: StudyGanConfig, name: str, base: Path, out: Path) -> list[tuple[str, dict[str, Any]]]:
     run = {
         **shared_layers(cfg),
-        "data_options": asdict(cfg.data_options),
-        "classify": asdict(cfg.classify),
+        "data_options": to_plain(cfg.data_options),
+        "classify": to_plain(cfg.classify),
         "out": str(out),
         "init": None if name == "scratch" else str(base),
         "freeze": "" if name in ("scratch", "pretrained") else name,
