@@ -77,10 +77,10 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
+    # torch.hub.set_dir has no undo (afterwards $TORCH_HOME is ignored for good), so the setting it makes is
+    # patched and restored instead: later tests that point TORCH_HOME elsewhere still see their folder
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
     yield tmp_path / "hub" / "checkpoints"
-    torch.hub.set_dir(previous)
 
 
 def resnet18_state(seed: int) -> dict[str, torch.Tensor]:

@@ -117,6 +117,8 @@ def test_an_unknown_classifier_is_refused_with_the_choices():
 
 
 def test_missing_imagenet_weights_name_the_file_and_the_way_to_train_from_scratch(tmp_path, monkeypatch):
+    # a torch.hub.set_dir in an earlier test would override TORCH_HOME
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(UsageError) as caught:
         build_classifier("resnet34", 2, None)
@@ -130,6 +132,8 @@ def test_missing_imagenet_weights_name_the_file_and_the_way_to_train_from_scratc
 def test_imagenet_weights_are_loaded_from_the_hub_cache_and_the_head_replaced(tmp_path, monkeypatch):
     import torchvision
 
+    # a torch.hub.set_dir in an earlier test would override TORCH_HOME
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     saved = torchvision.models.resnet34()
     checkpoints = tmp_path / "hub" / "checkpoints"
