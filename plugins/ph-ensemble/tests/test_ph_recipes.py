@@ -23,6 +23,17 @@ TINY_ENSEMBLE = [
     "--set",
     "jobs=1",
 ]
+FINETUNE = [
+    "run",
+    "ph-ensemble",
+    "finetune_effnet_b0",
+    *TINY,
+    "--set",
+    "image_size=32",
+    "--set",
+    "stage_epochs=[1,1,1]",
+]
+FINETUNE += ["--set", "batch_size=16"]
 
 
 def test_ensemble_reports_faithful_and_nested_side_by_side(tmp_path):
@@ -97,24 +108,7 @@ def test_simple_cnn_trains_on_the_embedded_slices(tmp_path):
 
 
 def test_finetune_runs_three_stages_with_random_weights(tmp_path):
-    result = run_cli(
-        [
-            "run",
-            "ph-ensemble",
-            "finetune_effnet_b0",
-            *TINY,
-            "--set",
-            "weights=random",
-            "--set",
-            "image_size=32",
-            "--set",
-            "stage_epochs=[1,1,1]",
-            "--set",
-            "batch_size=16",
-            "--out",
-            str(tmp_path / "run"),
-        ]
-    )
+    result = run_cli([*FINETUNE, "--set", "weights=random", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["random_weights"] and len(summary["stages"]) == 3
@@ -125,24 +119,7 @@ def test_finetune_runs_three_stages_with_random_weights(tmp_path):
 def test_finetune_on_lite0_runs_three_stages_from_the_packaged_imagenet_weights(tmp_path):
     import torch
 
-    result = run_cli(
-        [
-            "run",
-            "ph-ensemble",
-            "finetune_effnet_b0",
-            *TINY,
-            "--set",
-            "backbone=efficientnet_lite0",
-            "--set",
-            "image_size=32",
-            "--set",
-            "stage_epochs=[1,1,1]",
-            "--set",
-            "batch_size=16",
-            "--out",
-            str(tmp_path / "run"),
-        ]
-    )
+    result = run_cli([*FINETUNE, "--set", "backbone=efficientnet_lite0", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["backbone"] == "efficientnet_lite0" and not summary["random_weights"]
