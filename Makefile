@@ -8,7 +8,7 @@ STAMP := $(VENV)/.medkit-installed
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml examples/*/pyproject.toml))
 DEMO ?= ct-seg --arch attn_unetpp_v2
 
-.PHONY: install test demo lint bench bench-cache clean
+.PHONY: install test demo lint bench bench-cache clean gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,8 @@ bench-cache: install
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs
+
+# one H100, under 8 minutes: CUDA/AMP kill-and-resume, paper-size steps, FAISS GPU, torchrun NCCL, throughput;
+# without CUDA every check is skipped in seconds. Writes benchmarks/results/gpu_check.json
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py

@@ -33,9 +33,19 @@ _Loader.add_implicit_resolver(
 )
 
 
-def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING) -> Any:
-    """A config field with a help text (shown by ``medkit run PLUGIN --help``)."""
-    return field(default=default, default_factory=default_factory, metadata={"help": help})
+def option(
+    default: Any = MISSING,
+    *,
+    help: str,
+    default_factory: Any = MISSING,
+    minimum: float | None = None,
+) -> Any:
+    """A config field with a help text (shown by ``medkit run PLUGIN --help``) and an optional lower bound
+    for a number (null stays allowed where the type allows it)."""
+    metadata: dict[str, Any] = {"help": help}
+    if minimum is not None:
+        metadata["minimum"] = minimum
+    return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
 @dataclass(kw_only=True)
@@ -57,11 +67,11 @@ class OptimizerConfig:
     """The optimiser and learning-rate schedule of a gradient recipe."""
 
     name: Literal["adam", "adamw", "sgd"] = option("adam", help="optimiser")
-    lr: float = option(1e-3, help="learning rate")
-    weight_decay: float = option(0.0, help="weight decay (decoupled for adamw)")
+    lr: float = option(1e-3, help="learning rate", minimum=0.0)
+    weight_decay: float = option(0.0, help="weight decay (decoupled for adamw)", minimum=0.0)
     momentum: float = option(0.9, help="momentum (sgd only)")
     scheduler: Literal["none", "cosine", "step"] = option("none", help="learning-rate schedule over epochs")
-    step_size: int = option(5, help="step: epochs between decays")
+    step_size: int = option(5, help="step: epochs between decays", minimum=1)
     gamma: float = option(0.9, help="step: decay factor")
 
 
@@ -73,19 +83,26 @@ class TrainingConfig(RecipeConfig):
     model: dict[str, Any] = option(
         default_factory=dict, help="keyword options of the architecture, e.g. --set model.width=32"
     )
-    epochs: int = option(10, help="number of epochs")
-    batch_size: int = option(8, help="samples per batch (per process under torchrun)")
+    epochs: int = option(10, help="number of epochs", minimum=1)
+    batch_size: int = option(8, help="samples per batch (per process under torchrun)", minimum=1)
     optim: OptimizerConfig = option(default_factory=OptimizerConfig, help="optimiser and schedule")
-    patience: int | None = option(None, help="stop after this many epochs without improvement; null: never")
+    patience: int | None = option(
+        None, help="stop after this many epochs without improvement; null: never", minimum=1
+    )
     monitor: str = option("val/loss", help="figure that picks the best checkpoint and drives early stopping")
     monitor_mode: Literal["min", "max"] = option(
         "min", help="whether the monitored figure should fall or rise"
     )
-    num_workers: int = option(0, help="DataLoader worker processes")
+    num_workers: int = option(0, help="DataLoader worker processes", minimum=0)
     amp: bool = option(True, help="mixed precision on CUDA (ignored on CPU)")
     channels_last: bool = option(
         True, help="channels-last memory format for image batches (convnets train 10-40 % faster on CPU)"
     )
+
+    def figure_names(self) -> list[str] | None:
+        """The figures the recipe's scorers compute (``val/`` + each is a valid ``monitor``), checked before a
+        run directory exists; None (the default) leaves the check to the trainer, at the start of training."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -256,8 +273,18 @@ class _Resolver:
         hints, kwargs = _hints(cls), {}
         for f in fields(cls):
             if f.name in data:
-                kwargs[f.name] = self.convert(data[f.name], hints[f.name], f"{prefix}{f.name}")
+                path = f"{prefix}{f.name}"
+                kwargs[f.name] = self.convert(data[f.name], hints[f.name], path)
+                self.check_bounds(kwargs[f.name], f.metadata, path)
         return cls(**kwargs)
+
+    def check_bounds(self, value: Any, metadata: Any, path: str) -> None:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return
+        minimum = metadata.get("minimum")
+        if minimum is not None and value < minimum:
+            source = self.origins.get(path, "recipe defaults")
+            self.errors.append(f"{path} (from {source}): must be at least {minimum:g}, got {value!r}")
 
     def convert(self, value: Any, tp: Any, path: str) -> Any:
         try:
@@ -342,6 +369,10 @@ def resolve_config(schema: type, layers: list[Layer]) -> tuple[Any, dict[str, st
         raise UsageError(f"invalid configuration:\n  {problems}")
     if isinstance(config, RecipeConfig):
         config.validate()
+    if isinstance(config, TrainingConfig):
+        from .monitor import check_monitor
+
+        check_monitor(config.monitor, config.figure_names())
     return config, resolver.origins
 
 

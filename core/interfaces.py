@@ -138,6 +138,11 @@ class Scorer(ABC):
     @abstractmethod
     def compute(self) -> dict[str, float]: ...
 
+    def figure_names(self) -> list[str] | None:
+        """The names :meth:`compute` returns, known before any data (a trainer checks ``monitor`` against
+        them before a run starts); None when they depend on the data."""
+        return None
+
     def accumulate(self, key: str, value: Any) -> None:
         """Add ``value`` to ``state[key]``: lists are extended, numbers and arrays summed."""
         if key not in self.state:

@@ -8,8 +8,8 @@ Environment switches:
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -18,7 +18,7 @@ from typing import Any, Literal
 import pluggy
 
 from . import hookspecs
-from .entries import Entry, Recipe
+from .entries import Entry, Recipe, describe_exception, stops_the_program
 from .errors import PluginError, UsageError
 from .suggest import did_you_mean
 from .version import API_VERSION
@@ -138,13 +138,6 @@ def blocked_reason(name: str) -> str | None:
     return None
 
 
-def describe_exception(err: BaseException) -> str:
-    """``Type: message (at file:line)``: enough for a plugin author to find the fault."""
-    frames = traceback.extract_tb(err.__traceback__)
-    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return f"{type(err).__name__}: {err}{where}"
-
-
 def check_api(declared: Any) -> str | None:
     """None if ``declared`` (a version specifier) admits this core's API_VERSION, else the reason it does not."""
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -182,7 +175,7 @@ class _Loader:
         self.records: list[PluginRecord] = []
 
     def add(self, record: PluginRecord, load: Callable[[], Any]) -> None:
-        """Load ``load()`` as plugin ``record.name`` and collect its entries."""
+        """Load ``load()`` as plugin ``record.name`` and collect its entries; a failure marks only this record."""
         self.records.append(record)
         if any(r.name == record.name and r is not record for r in self.records):
             first = next(r for r in self.records if r.name == record.name)
@@ -192,32 +185,43 @@ class _Loader:
             record.status, record.error = "blocked", reason
             return None
         try:
+            problem = self._register(record, load)
+        except BaseException as err:  # a hook may raise anything, even SystemExit; only Ctrl-C stops the rest
+            if stops_the_program(err):
+                raise
+            problem = f"registration failed: {describe_exception(err)}"
+        if problem:
+            self._forget(record.name)
+            self._fail(record, problem)
+        return None
+
+    def _register(self, record: PluginRecord, load: Callable[[], Any]) -> str | None:
+        """Import, check and register one plugin; the reason it cannot be used, or None."""
+        try:
             plugin = load()
         except BaseException as err:  # a plugin may raise anything at import, even SystemExit
-            if isinstance(err, KeyboardInterrupt):
+            if stops_the_program(err):
                 raise
-            return self._fail(record, f"import failed: {describe_exception(err)}")
+            return f"import failed: {describe_exception(err)}"
         record.api = getattr(plugin, "MEDKIT_API", None)
         api_problem = check_api(record.api)
         if api_problem:
-            return self._fail(record, api_problem)
+            return api_problem
         try:
             self.pm.register(plugin, name=record.name)
         except Exception as err:
-            return self._fail(record, f"invalid hook implementation: {err}")
+            return f"invalid hook implementation: {err}"
         unknown = self._unknown_hooks(plugin)
         if unknown:
-            self.pm.unregister(plugin)
             known = ", ".join(hookspecs.HOOK_KINDS)
-            return self._fail(
-                record, f"implements unknown hook(s) {', '.join(unknown)}; known hooks: {known}"
-            )
-        try:
-            record.entries = self._collect(plugin)
-        except Exception as err:
-            self.pm.unregister(plugin)
-            return self._fail(record, f"registration failed: {describe_exception(err)}")
+            return f"implements unknown hook(s) {', '.join(unknown)}; known hooks: {known}"
+        record.entries = self._collect(plugin, record.name)
         return None
+
+    def _forget(self, name: str) -> None:
+        """Unregister a plugin that failed half way, so its hooks never run again."""
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
 
     def _fail(self, record: PluginRecord, message: str) -> None:
         record.status, record.error = "failed", message
@@ -229,20 +233,23 @@ class _Loader:
             if self.pm.parse_hookimpl_opts(plugin, name) is not None and name not in hookspecs.HOOK_KINDS
         ]
 
-    def _collect(self, plugin: Any) -> dict[str, dict[str, Entry]]:
+    def _collect(self, plugin: Any, plugin_name: str) -> dict[str, dict[str, Entry]]:
         entries: dict[str, dict[str, Entry]] = {}
         for hook_name, entry_type in hookspecs.HOOK_KINDS.items():
             impls = [i for i in getattr(self.pm.hook, hook_name).get_hookimpls() if i.plugin is plugin]
             for impl in impls:
-                impl.function(register=_Registrar(entries, entry_type, hook_name))
+                impl.function(register=_Registrar(entries, entry_type, hook_name, plugin_name))
         return entries
 
 
 class _Registrar:
     """The ``register`` callback handed to one hook: checks the entry type and refuses duplicate names."""
 
-    def __init__(self, entries: dict[str, dict[str, Entry]], entry_type: type, hook_name: str) -> None:
+    def __init__(
+        self, entries: dict[str, dict[str, Entry]], entry_type: type, hook_name: str, plugin_name: str
+    ) -> None:
         self.entries, self.entry_type, self.hook_name = entries, entry_type, hook_name
+        self.plugin_name = plugin_name
 
     def __call__(self, entry: Entry) -> None:
         if not isinstance(entry, self.entry_type):
@@ -252,7 +259,8 @@ class _Registrar:
         table = self.entries.setdefault(entry.kind, {})
         if entry.name in table:
             raise ValueError(f"{entry.kind} {entry.name!r} is registered twice")
-        table[entry.name] = entry
+        # a copy that knows its plugin, so that an error while loading it later names the plugin
+        table[entry.name] = dataclasses.replace(entry, plugin=self.plugin_name)
 
 
 _direct_plugins: list[tuple[str, Any]] = []

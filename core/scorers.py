@@ -49,6 +49,10 @@ class SegmentationScorer(Scorer):
         matrix = confusion_matrix(predicted_labels(prediction), to_numpy(target), len(self.class_names))
         self.accumulate("confusion", matrix)
 
+    def figure_names(self) -> list[str]:
+        foreground = [name for i, name in enumerate(self.class_names) if i != self.background]
+        return overlap_figure_names(foreground)
+
     def compute(self) -> dict[str, float]:
         matrix = self.state.get("confusion")
         if matrix is None:
@@ -72,6 +76,17 @@ class SegmentationScorer(Scorer):
         return scores
 
 
+OVERLAP_FIGURES: tuple[str, ...] = ("precision", "recall", "dice", "iou")
+
+
+def overlap_figure_names(foreground: Sequence[str]) -> list[str]:
+    """``pixel_accuracy``, then per figure each foreground class's value and the mean over them."""
+    names = ["pixel_accuracy"]
+    for figure in OVERLAP_FIGURES:
+        names += [f"{figure}/{name}" for name in foreground] + [f"mean_{figure}"]
+    return names
+
+
 def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
     """95 % Wilson score interval of a proportion (better than the normal interval for small samples)."""
     if total == 0:
@@ -90,6 +105,9 @@ class ClassificationScorer(Scorer):
     def __init__(self, class_names: Sequence[str]) -> None:
         super().__init__()
         self.class_names = list(class_names)
+
+    def figure_names(self) -> list[str]:
+        return ["accuracy", "accuracy_ci_low", "accuracy_ci_high", "balanced_accuracy"]
 
     def update(self, prediction: Any, target: Any) -> None:
         self.accumulate(

@@ -7,8 +7,10 @@ resumed repeats epoch ``e`` exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,10 +21,12 @@ from torch.utils.data import DataLoader, IterableDataset, Sampler
 
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import UsageError
 from .interfaces import Dataset, Model, Scorer, Trainer
+from .monitor import check_monitor
 from .plots import plot_curves
 from .runs import Run
-from .seeding import rng_state, set_rng_state
+from .seeding import rank_seed, rng_state, seed_everything, set_rng_state
 
 LossFn = Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]
 
@@ -115,6 +119,7 @@ class GradientTrainer(Trainer):
     def fit(self, model: Model, train: Dataset, val: Dataset | None, run: Run) -> dict[str, Any]:
         self.dist = distributed.current()
         self.device_obj = torch.device(self.device)
+        self._check_settings(val)
         module: torch.nn.Module = model.to(self.device_obj)  # type: ignore[attr-defined]
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
@@ -124,7 +129,11 @@ class GradientTrainer(Trainer):
         scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         progress = {"epoch": 0, "best": None, "best_epoch": None, "bad_epochs": 0, "stopped_early": False}
         if run.resume and run.last_checkpoint.is_file():
-            progress = self._restore(run, module, optimizer, scheduler, scaler)
+            progress, scheduler = self._restore(run, module, optimizer, scheduler, scaler)
+        elif self.dist.enabled:
+            # every rank built the same model from the run's seed (and DDP broadcasts rank 0's weights); from
+            # here on dropout and augmentation drawn from the global generators must differ between ranks
+            seed_everything(rank_seed(self.seed, self.dist.rank), deterministic=False)
         run.keep_metrics(progress["epoch"])
         wrapped = self._wrap(module)
         for epoch in range(progress["epoch"] + 1, self.epochs + 1):
@@ -140,6 +149,16 @@ class GradientTrainer(Trainer):
             self._checkpoint(run.last_checkpoint, run, module, optimizer, scheduler, scaler, progress)
             distributed.barrier()
         return self._summary(run, progress)
+
+    def _check_settings(self, val: Dataset | None) -> None:
+        """Settings that would waste a run: no epochs, empty batches, a monitored figure no scorer computes
+        (a typo there silently disables best.pt and early stopping)."""
+        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0:
+            raise UsageError(
+                f"epochs={self.epochs}, batch_size={self.batch_size}, num_workers={self.num_workers}: epochs and "
+                "batch_size must be at least 1 and num_workers at least 0"
+            )
+        check_monitor(self.monitor, declared_figures(self.make_scorers()))
 
     def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
         if not self.dist.enabled:
@@ -224,11 +243,11 @@ class GradientTrainer(Trainer):
     def evaluate(self, module: torch.nn.Module, dataset: Dataset, prefix: str = "val") -> dict[str, float]:
         """Loss and scorer figures over ``dataset``, each rank scoring its shard, merged across ranks."""
         module.eval()
-        shard = (
-            None
-            if isinstance(dataset, IterableDataset)
-            else range(self.dist.rank, len(dataset), self.dist.world_size)
-        )
+        if isinstance(dataset, IterableDataset):
+            shard = None
+            dataset = rank_share_of(dataset, self.dist.rank, self.dist.world_size)
+        else:
+            shard = range(self.dist.rank, len(dataset), self.dist.world_size)
         result = EpochResult(scorers=list(self.make_scorers()))
         for batch in self._progress(self._loader(dataset, shard), prefix):
             batch = self._prepare(batch)
@@ -276,31 +295,59 @@ class GradientTrainer(Trainer):
         }
 
     def _checkpoint(self, path, run, module, optimizer, scheduler, scaler, progress) -> None:
+        rng_by_rank = distributed.gather_objects(rng_state())  # a collective: every rank takes part
         if not run.is_main:
             return
         state = self._model_state(module, progress["epoch"])
         state.update(
             optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict() if scheduler is not None else None,
+            planned_epochs=self.epochs,
             scaler=scaler.state_dict(),
             progress=dict(progress),
-            rng=rng_state(),
+            rng=rng_by_rank[0],
+            rng_by_rank=rng_by_rank,
             world_size=self.dist.world_size,
             written_by_rank=self.dist.rank,
         )
         save_checkpoint(path, state)
 
-    def _restore(self, run, module, optimizer, scheduler, scaler) -> dict[str, Any]:
-        state = load_checkpoint(run.last_checkpoint, arch=self.arch, map_location=str(self.device_obj))
+    def _restore(self, run, module, optimizer, scheduler, scaler) -> tuple[dict[str, Any], Any]:
+        """Load last.pt; returns the progress and the scheduler to go on with.
+
+        The checkpoint is read onto the CPU: ``load_state_dict`` copies weights and optimiser moments onto the
+        module's device, and the random states must be restored from CPU bytes whatever the device.
+        """
+        state = load_checkpoint(run.last_checkpoint, arch=self.arch, map_location="cpu")
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        epoch = state["progress"]["epoch"]
         if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
+            planned = state.get("planned_epochs", self.epochs)
+            if planned == self.epochs:
+                scheduler.load_state_dict(state["scheduler"])
+            else:
+                scheduler = self._replanned_scheduler(optimizer, epoch)
         scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        by_rank = state.get("rng_by_rank") or []
+        set_rng_state(by_rank[self.dist.rank] if len(by_rank) == self.dist.world_size else state["rng"])
         if run.is_main:
-            self.console.print(f"resuming {run.dir} after epoch {state['progress']['epoch']}")
-        return dict(state["progress"])
+            self.console.print(f"resuming {run.dir} after epoch {epoch}")
+        return dict(state["progress"]), scheduler
+
+    def _replanned_scheduler(self, optimizer: torch.optim.Optimizer, epoch: int) -> Any:
+        """The schedule of a run resumed with another ``--epochs``: planned for the new total, as if the run
+        had been started with it, and advanced to the resumed epoch. The old plan would have held the learning
+        rate at its end value (zero for cosine) for every added epoch."""
+        for group in optimizer.param_groups:
+            group["lr"] = group.get("initial_lr", group["lr"])
+        assert self.make_scheduler is not None
+        scheduler = self.make_scheduler(optimizer)
+        with warnings.catch_warnings():  # stepping without optimiser steps is the point here
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step\\(\\)", category=UserWarning)
+            for _ in range(epoch):
+                scheduler.step()
+        return scheduler
 
     def _report(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
@@ -322,6 +369,35 @@ class GradientTrainer(Trainer):
             "final": {k: v for k, v in last.items() if k not in ("epoch", "seconds")},
             "world_size": self.dist.world_size,
         }
+
+
+def declared_figures(scorers: Sequence[Scorer]) -> list[str] | None:
+    """The figures these scorers compute, or None when one of them does not declare its own."""
+    names: list[str] = []
+    for scorer in scorers:
+        declared = scorer.figure_names()
+        if declared is None:
+            return None
+        names += declared
+    return names
+
+
+def rank_share_of(dataset: IterableDataset, rank: int, world_size: int) -> IterableDataset:
+    """This rank's share of an iterable evaluation set: the set itself when it shards by rank on its own
+    (``shards_by_rank``), else every ``world_size``-th sample, so that no sample is scored twice."""
+    if world_size == 1 or getattr(dataset, "shards_by_rank", False):
+        return dataset
+    return RankShare(dataset, rank, world_size)
+
+
+class RankShare(IterableDataset):
+    """Samples ``rank, rank + world_size, ...`` of an iterable dataset."""
+
+    def __init__(self, dataset: IterableDataset, rank: int, world_size: int) -> None:
+        self.dataset, self.rank, self.world_size = dataset, rank, world_size
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.dataset), self.rank, None, self.world_size)
 
 
 def make_optimizer_factory(optim: Any) -> Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]:

@@ -3,6 +3,7 @@ workers and ranks, determinism, background prefetch, and the slice-selection hel
 
 from __future__ import annotations
 
+import os
 import pickle
 import threading
 import time
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from medkit.cache.build import build_cache
 from medkit.cache.pairing import Pair
-from medkit.cache.sampler import LimitedRamSampler, ResidentSliceDataset, VolumeSlices
+from medkit.cache.sampler import LimitedRamSampler, ProcessPosition, ResidentSliceDataset, VolumeSlices
 from medkit.cache.selection import CachedSlices, all_slices, labelled_slices, largest_mask_slices
 from medkit.cache.store import NO_PREPROCESSING, Preprocessing, SliceCache
 from medkit.cache.synthetic import ct_volume
@@ -142,7 +143,8 @@ def test_the_resident_sampler_reads_m_fold_fewer_slices_than_loading_a_volume_pe
 
 
 def test_workers_share_the_volumes_and_the_samples_without_overlap(cache):
-    shards = [ResidentSliceDataset(cache, 101, seed=3).sampler(shard, 4) for shard in range(4)]
+    dataset = ResidentSliceDataset(cache, 101, seed=3)
+    shards = [dataset.sampler(ProcessPosition(worker=worker, workers=4)) for worker in range(4)]
     owned = [{v.index for v in s.volumes} for s in shards]
     assert set().union(*owned) == set(range(len(LENGTHS)))
     assert all(a.isdisjoint(b) for i, a in enumerate(owned) for b in owned[i + 1 :])
@@ -229,6 +231,44 @@ def _volumes_seen_by_rank(rank: int, world: int, cache_path: str, init_file: str
     with open(f"{out}.{rank}", "w") as handle:
         handle.write(" ".join(map(str, [len(dataset), *seen])))
     torch.distributed.destroy_process_group()
+
+
+def _batches_of_rank(rank: int, world: int, cache_path: str, init_file: str, out: str, workers: int) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world))  # as torchrun sets them for each rank
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    dataset = ResidentSliceDataset(cache_path, samples_per_epoch=321, resident=2, uses=5, seed=4)
+    loader = DataLoader(dataset, batch_size=8, num_workers=workers)
+    sizes = [len(batch["volume"]) for batch in loader]
+    Path(f"{out}.{rank}").write_text(" ".join(map(str, sizes)))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_under_distributed_training_uneven_shares_are_padded_so_every_rank_takes_the_same_steps(
+    cache, tmp_path, workers
+):
+    """321 samples over 2 ranks at batch 8: 161 per rank (padded), so both take 21 steps; DDP would hang if one
+    rank took a step the other did not."""
+    out = str(tmp_path / "batches")
+    torch.multiprocessing.spawn(
+        _batches_of_rank,
+        args=(2, str(cache.path), str(tmp_path / "init"), out, workers),
+        nprocs=2,
+        join=True,
+    )
+    sizes = [list(map(int, Path(f"{out}.{rank}").read_text().split())) for rank in range(2)]
+    assert len(sizes[0]) == len(sizes[1])
+    assert sum(sizes[0]) == sum(sizes[1]) == 161
+
+
+def test_the_memory_budget_is_the_total_of_every_worker_of_every_rank(cache):
+    budget = 40 * cache.volumes[0].slice_bytes
+    dataset = ResidentSliceDataset(cache, 100, resident=None, uses=2, budget_bytes=budget, seed=0)
+    for workers in (1, 2, 4):
+        parts = [dataset.sampler(ProcessPosition(worker=w, workers=workers)) for w in range(workers)]
+        assert sum(part.cap * part.sets_in_ram for part in parts) <= budget
 
 
 def test_under_distributed_training_each_rank_samples_its_own_volumes(cache, tmp_path):

@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
+from medkit import ArchitectureEntry, Recipe, hookimpl
 from medkit.catalogue import ENV_REGISTRY, load_catalogue
-from medkit.plugins import get_plugins
+from medkit.plugins import add_direct_plugin, get_plugins, remove_direct_plugin
 from medkit.testing import run_cli
 
 
@@ -97,3 +99,109 @@ def complete(words: str) -> list[str]:
 )
 def test_shell_completion_knows_plugins_recipes_architectures_and_config_keys(words, expected):
     assert complete(words) == expected
+
+
+def broken_plugin(name: str, module: str) -> types.ModuleType:
+    """A plugin whose ``register_recipes`` hook calls ``sys.exit(3)``, and whose architecture lives in ``module``."""
+
+    @hookimpl
+    def register_recipes(register):
+        sys.exit(3)
+
+    @hookimpl
+    def register_architectures(register):
+        register(ArchitectureEntry(name="net", target=f"{module}:build", task="segmentation"))
+
+    plugin = types.ModuleType(name)
+    plugin.MEDKIT_API = ">=1.0,<2"
+    plugin.register_recipes = register_recipes
+    plugin.register_architectures = register_architectures
+    return plugin
+
+
+def lazy_plugin(name: str, module: str) -> types.ModuleType:
+    """A plugin whose recipe and architecture live in ``module``, imported only when they are used."""
+
+    @hookimpl
+    def register_recipes(register):
+        register(Recipe(name="go", target=f"{module}:run", config=f"{module}:Config", default=True))
+
+    @hookimpl
+    def register_architectures(register):
+        register(ArchitectureEntry(name="net", target=f"{module}:build", task="segmentation"))
+
+    plugin = types.ModuleType(name)
+    plugin.MEDKIT_API = ">=1.0,<2"
+    plugin.register_recipes = register_recipes
+    plugin.register_architectures = register_architectures
+    return plugin
+
+
+@pytest.fixture
+def exiting_module(tmp_path, monkeypatch):
+    """A module that calls ``sys.exit(4)`` when imported."""
+    (tmp_path / "medkit_exiting_impl.py").write_text("import sys\nsys.exit(4)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "medkit_exiting_impl"
+    sys.modules.pop("medkit_exiting_impl", None)
+
+
+@pytest.fixture
+def direct_plugin():
+    """``add(name, plugin)`` registers a plugin without loading it, so a failure shows in the test itself."""
+    added: list[str] = []
+
+    def add(name: str, plugin: types.ModuleType) -> None:
+        add_direct_plugin(name, plugin)
+        added.append(name)
+
+    yield add
+    for name in added:
+        remove_direct_plugin(name)
+
+
+@pytest.fixture
+def halting(direct_plugin, exiting_module):
+    """Plugin ``halting``: its register_recipes hook calls sys.exit(3)."""
+    direct_plugin("halting", broken_plugin("halting", exiting_module))
+
+
+@pytest.fixture
+def lazy(direct_plugin, exiting_module):
+    """Plugin ``lazy``: loads, but the module of its recipe and architecture calls sys.exit(4) on import."""
+    direct_plugin("lazy", lazy_plugin("lazy", exiting_module))
+
+
+def test_list_plugins_shows_a_plugin_whose_hook_exits_as_failed_and_the_others_as_usual(halting, lazy):
+    result = run_cli(["list-plugins"])
+    assert result.exit_code == 0, result.output
+    rows = {
+        name: next(line for line in result.stdout.splitlines() if f" {name} " in line)
+        for name in ("halting", "lazy", "example")
+    }
+    assert "failed" in rows["halting"] and "SystemExit" in result.stdout
+    assert "ok" in rows["lazy"] and "ok" in rows["example"]
+    assert "Traceback" not in result.output
+    records = {r["name"]: r for r in json.loads(run_cli(["list-plugins", "--json"]).stdout)}
+    assert records["halting"]["status"] == "failed" and "SystemExit: 3" in records["halting"]["error"]
+    assert records["lazy"]["recipes"] == ["go"]
+
+
+def test_describe_a_plugin_whose_hook_exits_is_a_one_line_error(halting):
+    result = run_cli(["describe", "halting"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "'halting'" in line and "SystemExit" in line
+
+
+def test_describe_shows_what_it_can_of_a_plugin_whose_module_exits_at_import(lazy, exiting_module):
+    result = run_cli(["describe", "lazy", "--json"])
+    assert result.exit_code == 0, result.output
+    entries = json.loads(result.stdout)["entries"]
+    assert [r["name"] for r in entries["recipe"]] == ["go"]
+    (arch,) = entries["architecture"]
+    assert arch["parameters"].startswith("cannot build: plugin 'lazy': architecture 'net'")
+    assert exiting_module in arch["parameters"] and "SystemExit: 4" in arch["parameters"]
+    table = run_cli(["describe", "lazy"])
+    assert table.exit_code == 0 and "cannot build" in table.stdout and "Traceback" not in table.output
+    assert run_cli(["describe", "example"]).exit_code == 0

@@ -196,6 +196,30 @@ def test_unknown_model_option_is_named_and_leaves_no_run_directory(medkit, tmp_p
     assert not out.exists()
 
 
+def test_a_misspelt_monitor_is_a_usage_error_naming_the_closest_figure_and_leaves_no_run_directory(
+    medkit, tmp_path
+):
+    out = tmp_path / "out"
+    result = medkit("run", "example", *TINY, "--set", "monitor=val/mean_dcie", "--out", out)
+    assert_usage_error(result, "monitor='val/mean_dcie'", "Did you mean 'val/mean_dice'", "val/loss")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--set", "batch_size=0"], "batch_size (from --set batch_size=0): must be at least 1, got 0"),
+        (["--epochs", "0"], "epochs (from command-line flags): must be at least 1, got 0"),
+        (["--set", "optim.lr=-0.1"], "optim.lr (from --set optim.lr=-0.1): must be at least 0"),
+        (["--set", "num_workers=-1"], "num_workers (from --set num_workers=-1): must be at least 0"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors_before_a_run_directory_exists(medkit, tmp_path, option, message):
+    out = tmp_path / "out"
+    assert_usage_error(medkit("run", "example", *TINY, *option, "--out", out), message)
+    assert not out.exists()
+
+
 def test_out_directory_holding_a_run_is_refused_without_resume(medkit, finished_run):
     summary = (finished_run / "summary.json").read_text(encoding="utf-8")
     assert_usage_error(

@@ -194,3 +194,134 @@ def test_a_directly_registered_plugin_replaces_the_installed_one_of_its_name(med
     record = medkit_plugin(medkit_example.plugin, name="example")
     assert record.status == "ok" and record.distribution is None
     assert [r.name for r in get_plugins()].count("example") == 1
+
+
+class Halt(BaseException):
+    """Neither an Exception nor a KeyboardInterrupt: what a plugin might raise to stop early."""
+
+
+def raising_hook(error: BaseException):
+    @hookimpl
+    def register_recipes(register):
+        raise error
+
+    return register_recipes
+
+
+@pytest.mark.parametrize("error", [SystemExit(3), Halt("stop")], ids=["system-exit", "base-exception"])
+def test_a_hook_that_raises_a_base_exception_fails_only_its_plugin(medkit_plugin, error):
+    record = medkit_plugin(plugin_module("halting", register_recipes=raising_hook(error)), name="halting")
+    assert record.status == "failed" and record.entries == {}
+    assert f"registration failed: {type(error).__name__}" in record.error
+    assert get_plugins().records["example"].status == "ok"
+    with pytest.raises(
+        PluginError, match=f"plugin 'halting' is installed but failed to load: .*{type(error).__name__}"
+    ):
+        get_plugins().get("halting")
+
+
+def test_running_a_plugin_whose_hook_calls_sys_exit_is_a_one_line_error(medkit_plugin):
+    medkit_plugin(plugin_module("halting", register_recipes=raising_hook(SystemExit(3))), name="halting")
+    result = run_cli(["run", "halting"])
+    assert result.exit_code == 1
+    assert "halting" in result.stderr and "SystemExit" in result.stderr and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_strict_mode_makes_a_hook_that_calls_sys_exit_fatal(medkit_plugin, monkeypatch):
+    medkit_plugin(plugin_module("halting", register_recipes=raising_hook(SystemExit(3))), name="halting")
+    monkeypatch.setenv("MEDKIT_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match=r"1 plugin\(s\) failed: halting .*SystemExit"):
+        get_plugins()
+    assert run_cli(["list-plugins"]).exit_code == 1
+
+
+def test_a_keyboard_interrupt_in_a_hook_stops_the_program(medkit_plugin):
+    with pytest.raises(KeyboardInterrupt):
+        medkit_plugin(
+            plugin_module("halting", register_recipes=raising_hook(KeyboardInterrupt())), name="halting"
+        )
+
+
+IMPL = "medkit_lazy_impl"
+"""The module a lazy plugin's recipe, config and architecture live in; imported only when they are used."""
+
+
+def lazy_plugin() -> types.ModuleType:
+    @hookimpl
+    def register_recipes(register):
+        register(Recipe(name="go", target=f"{IMPL}:run", config=f"{IMPL}:Config", default=True))
+
+    @hookimpl
+    def register_architectures(register):
+        register(ArchitectureEntry(name="net", target=f"{IMPL}:build", task="segmentation"))
+
+    return plugin_module(
+        "lazy", register_recipes=register_recipes, register_architectures=register_architectures
+    )
+
+
+@pytest.fixture
+def lazy_impl(tmp_path, monkeypatch):
+    """``lazy_impl(source)`` makes ``source`` the text of the lazy plugin's implementation module."""
+
+    def write(source: str) -> None:
+        (tmp_path / f"{IMPL}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+
+    yield write
+    sys.modules.pop(IMPL, None)
+
+
+IMPORT_FAILURES = {
+    "zero-division": ("1 / 0\n", "ZeroDivisionError"),
+    "system-exit": ("import sys\nsys.exit(4)\n", "SystemExit"),
+    "runtime-error": ("raise RuntimeError('needs a GPU')\n", "RuntimeError: needs a GPU"),
+    "multi-line-message": ("raise RuntimeError('needs\\na GPU')\n", "RuntimeError: needs a GPU"),
+    "syntax-error": ("def broken(:\n", "SyntaxError: invalid syntax (at "),
+}
+LOADERS = {
+    "recipe": ("recipe 'go'", lambda record: record.entry("recipe", "go").load()),
+    "config": ("recipe 'go'", lambda record: record.entry("recipe", "go").load_config_class()),
+    "architecture": ("architecture 'net'", lambda record: record.entry("architecture", "net").build()),
+}
+
+
+@pytest.mark.parametrize("failure", IMPORT_FAILURES.values(), ids=IMPORT_FAILURES)
+@pytest.mark.parametrize("loader", LOADERS.values(), ids=LOADERS)
+def test_an_entry_whose_module_fails_at_import_raises_a_plugin_error_naming_it(
+    medkit_plugin, lazy_impl, failure, loader
+):
+    source, exception = failure
+    entry, load = loader
+    lazy_impl(source)
+    record = medkit_plugin(lazy_plugin(), name="lazy")
+    assert record.status == "ok"  # the module is imported only when the entry is used
+    with pytest.raises(PluginError) as caught:
+        load(record)
+    message = str(caught.value)
+    for part in ("plugin 'lazy'", entry, IMPL, exception):
+        assert part in message
+    assert "\n" not in message
+
+
+def test_a_keyboard_interrupt_while_importing_an_entry_stops_the_program(medkit_plugin, lazy_impl):
+    lazy_impl("raise KeyboardInterrupt\n")
+    record = medkit_plugin(lazy_plugin(), name="lazy")
+    with pytest.raises(KeyboardInterrupt):
+        record.entry("recipe", "go").load()
+
+
+@pytest.mark.parametrize("failure", IMPORT_FAILURES.values(), ids=IMPORT_FAILURES)
+@pytest.mark.parametrize("args", [["run", "lazy"], ["run", "lazy", "--help"]], ids=["run", "help"])
+def test_running_a_recipe_whose_module_fails_at_import_is_a_one_line_error(
+    medkit_plugin, lazy_impl, failure, args
+):
+    source, exception = failure
+    lazy_impl(source)
+    medkit_plugin(lazy_plugin(), name="lazy")
+    result = run_cli(args)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "plugin 'lazy'" in line and IMPL in line and exception in line

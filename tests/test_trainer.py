@@ -4,14 +4,20 @@ and shards epochs deterministically."""
 from __future__ import annotations
 
 import io
+import math
+import random
 
+import numpy as np
+import pytest
 import torch
 from rich.console import Console
 from torch import nn
 
-from medkit import Dataset, Model, SegmentationScorer
+from medkit import Dataset, Model, SegmentationScorer, UsageError
+from medkit.checkpoint import load_checkpoint
 from medkit.runs import Run
-from medkit.trainer import EpochShardSampler, GradientTrainer
+from medkit.seeding import rng_state, set_rng_state
+from medkit.trainer import EpochShardSampler, GradientTrainer, rank_share_of
 
 
 class Threshold(Dataset):
@@ -229,3 +235,74 @@ def test_a_two_headed_model_trains_and_its_scorer_sees_both_outputs_and_the_whol
     assert not prediction["mask"].requires_grad and not prediction["logits"].requires_grad
     assert set(target) == {"image", "mask", "label"}
     assert summary["final"]["val/mean_dice"] > 0.8
+
+
+def trainer_for(epochs: int, **options) -> GradientTrainer:
+    return GradientTrainer(
+        loss=lambda logits, batch: nn.functional.cross_entropy(logits, batch["mask"]),
+        make_optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
+        make_scheduler=lambda optimizer: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs),
+        make_scorers=lambda: [SegmentationScorer(Threshold.class_names)],
+        epochs=epochs,
+        batch_size=8,
+        console=Console(file=io.StringIO()),
+        **options,
+    )
+
+
+def test_random_states_restore_from_cpu_bytes_however_the_checkpoint_was_mapped(tmp_path):
+    """Resume on CUDA loads a checkpoint with map_location=device; the saved random states must still restore
+    (torch.set_rng_state takes only a CPU byte tensor). "meta" stands in for a GPU: a device holding no data."""
+    trainer_for(1).fit(PixelClassifier(), Threshold(), None, Run(tmp_path, "test", "fit", config=None))
+    draws = {}
+    for device in ("cpu", "meta"):
+        set_rng_state(load_checkpoint(tmp_path / "checkpoints" / "last.pt", map_location=device)["rng"])
+        draws[device] = (torch.rand(4).tolist(), np.random.rand(2).tolist(), random.random())
+    assert draws["meta"] == draws["cpu"]
+    set_rng_state({**rng_state(), "torch": torch.get_rng_state().to("cpu", torch.float32)})  # an old checkpoint
+    assert torch.get_rng_state().dtype == torch.uint8
+
+
+def test_a_run_resumed_with_more_epochs_follows_the_schedule_planned_for_the_new_total(tmp_path):
+    """A finished 3-epoch cosine run resumed with --epochs 6 trains epochs 4-6 at the rates a 6-epoch run has
+    there, not at the old plan's final rate of zero."""
+    run = Run(tmp_path, "test", "fit", config=None)
+    trainer_for(3).fit(PixelClassifier(), Threshold(), Threshold(16), run)
+    resumed = Run(tmp_path, "test", "fit", config=None, resume=True)
+    trainer_for(6).fit(PixelClassifier(), Threshold(), Threshold(16), resumed)
+    rates = {r["epoch"]: r["lr"] for r in resumed.read_metrics()}
+    planned = {e: 0.1 * (1 + math.cos(math.pi * (e - 1) / 6)) / 2 for e in (4, 5, 6)}
+    assert [rates[e] for e in (4, 5, 6)] == pytest.approx([planned[e] for e in (4, 5, 6)], rel=1e-6)
+    assert rates[3] == pytest.approx(0.1 * (1 + math.cos(math.pi * 2 / 3)) / 2)  # the first run's own plan
+
+
+def test_a_misspelt_monitor_stops_the_trainer_before_the_first_step_naming_the_closest_figure(tmp_path):
+    trainer = trainer_for(1, monitor="val/mean_dcie")
+    model = PixelClassifier()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(UsageError, match=r"val/mean_dcie.*Did you mean 'val/mean_dice'"):
+        trainer.fit(model, Threshold(), Threshold(16), Run(tmp_path, "test", "fit", config=None))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("setting", [{"epochs": 0}, {"batch_size": 0}, {"num_workers": -1}])
+def test_settings_that_would_waste_a_run_are_refused_before_it_starts(tmp_path, setting):
+    trainer = trainer_for(1)
+    for key, value in setting.items():
+        setattr(trainer, key, value)
+    with pytest.raises(UsageError, match=f"{next(iter(setting))}={next(iter(setting.values()))}"):
+        trainer.fit(PixelClassifier(), Threshold(), None, Run(tmp_path, "test", "fit", config=None))
+
+
+class Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        return iter(Threshold(10)[i] for i in range(10))
+
+
+def test_an_iterable_evaluation_set_is_shared_between_ranks_not_scored_whole_by_each():
+    shares = [list(rank_share_of(Stream(), rank, 3)) for rank in range(3)]
+    assert [len(share) for share in shares] == [4, 3, 3]
+    images = [sample["image"] for share in shares for sample in share]
+    assert len({tuple(image.flatten().tolist()) for image in images}) == 10
+    assert rank_share_of(Stream(), 0, 1).__class__ is Stream

@@ -11,10 +11,13 @@ Beyond the paper: a memory budget in bytes that is never exceeded (K shrinks to 
 only the slices a resident set will serve are read, not whole volumes (one slice per chunk makes that cheap);
 the next resident set loads in a background thread while the current one is served; and under DataLoader
 workers and torchrun each worker of each rank samples its own share of volumes, so no two hold the same set.
+Under torchrun every rank draws the same number of samples (``samples_per_epoch`` is padded up to a multiple
+of the number of ranks), so every rank takes the same number of steps and DDP's collectives never wait forever.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -72,6 +75,7 @@ class LimitedRamSampler(Sampler[tuple[int, int]]):
         read: ReadMode = "slices",
         prefetch: bool = True,
         seed: int = 0,
+        budget_shares: int = 1,
     ) -> None:
         if not volumes:
             raise UsageError("the sampler has no volumes to draw from")
@@ -86,6 +90,7 @@ class LimitedRamSampler(Sampler[tuple[int, int]]):
         self.sets_in_ram = 2 if prefetch else 1
         self.cap = None if budget_bytes is None else budget_bytes // self.sets_in_ram
         self.seed, self.epoch = seed, 0
+        self.budget_shares = budget_shares  # processes the total budget was divided among (for messages)
         self._check_budget()
 
     def set_epoch(self, epoch: int) -> None:
@@ -187,11 +192,17 @@ class LimitedRamSampler(Sampler[tuple[int, int]]):
                 else (min(self.uses, len(volume.allowed)) * volume.slice_bytes)
             )
             if need > self.cap:
+                shared = (
+                    f", x {self.budget_shares} processes (DataLoader workers x ranks) sharing it"
+                    if self.budget_shares > 1
+                    else ""
+                )
+                minimum = need * self.sets_in_ram * self.budget_shares
                 raise UsageError(
                     f"memory budget too small: volume #{volume.index} alone needs {need:,} bytes resident "
                     f"({'whole volume' if self.read == 'volumes' else f'{self.uses} slices'}), the budget allows "
-                    f"{self.cap:,} per resident set; raise the budget to at least {need * self.sets_in_ram:,} bytes "
-                    f"({self.sets_in_ram} set(s) in RAM with prefetch={self.sets_in_ram == 2}) or lower M"
+                    f"{self.cap:,} per resident set; raise the budget to at least {minimum:,} bytes "
+                    f"({self.sets_in_ram} set(s) in RAM with prefetch={self.sets_in_ram == 2}{shared}) or lower M"
                 )
 
 
@@ -218,14 +229,47 @@ class LoaderStats:
         self.__dict__.update(state, lock=threading.Lock())
 
 
-def shard_of_process() -> tuple[int, int]:
-    """(this process's shard, number of shards) over torchrun ranks x DataLoader workers."""
-    rank, world = 0, 1
+@dataclass(frozen=True)
+class ProcessPosition:
+    """Where the iterating process sits: its torchrun rank and its DataLoader worker."""
+
+    rank: int = 0
+    world_size: int = 1
+    worker: int = 0
+    workers: int = 1
+
+    @property
+    def shard(self) -> int:
+        return self.rank * self.workers + self.worker
+
+    @property
+    def shards(self) -> int:
+        return self.world_size * self.workers
+
+
+def process_position() -> ProcessPosition:
+    """This process's torchrun rank and DataLoader worker (0 of 1 outside either).
+
+    A DataLoader worker is not a member of the process group; it reads its rank from the environment
+    torchrun set for its parent (``RANK``, ``WORLD_SIZE``), which every worker inherits.
+    """
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     worker = get_worker_info()
     worker_id, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
-    return rank * workers + worker_id, world * workers
+    return ProcessPosition(rank, world, worker_id, workers)
+
+
+def rank_share(samples: int, world_size: int) -> int:
+    """Samples each rank draws in an epoch: ``samples`` padded up to a multiple of the ranks, so that every
+    rank takes the same number of steps (as the trainer's EpochShardSampler pads a map-style set)."""
+    return -(-samples // world_size)
+
+
+def worker_share(rank_samples: int, worker: int, workers: int) -> int:
+    """Worker ``worker``'s part of its rank's samples; the same split on every rank."""
+    return rank_samples // workers + (1 if worker < rank_samples % workers else 0)
 
 
 class ResidentSliceDataset(IterableDataset):
@@ -233,8 +277,12 @@ class ResidentSliceDataset(IterableDataset):
 
     Iterate it directly or through ``DataLoader(dataset, batch_size=..., num_workers=N)``. Each worker of each
     rank takes its own share of the volumes (reshuffled every epoch with ``set_epoch``) and its own share of
-    ``samples_per_epoch``, so workers never hold the same resident set and the budget applies per worker.
+    the samples, so workers never hold the same resident set. Under torchrun each rank draws
+    ``ceil(samples_per_epoch / ranks)`` samples (padded: every rank takes the same number of steps).
+    ``budget_bytes`` is the total of every worker of every rank: each holds at most its equal part.
     """
+
+    shards_by_rank = True  # the trainer scores it as it is under torchrun: each rank iterates only its share
 
     def __init__(
         self,
@@ -281,30 +329,40 @@ class ResidentSliceDataset(IterableDataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        shard, count = shard_of_process()
-        return self._share(shard, count)
+        """Samples this process yields in an epoch: its rank's share in the main process, its worker's part
+        of it inside a DataLoader worker."""
+        return self.share(process_position())
 
-    def _share(self, shard: int, count: int) -> int:
-        return self.samples_per_epoch // count + (1 if shard < self.samples_per_epoch % count else 0)
+    def share(self, position: ProcessPosition) -> int:
+        """Samples the process at ``position`` draws in an epoch."""
+        per_rank = rank_share(self.samples_per_epoch, position.world_size)
+        return worker_share(per_rank, position.worker, position.workers)
 
-    def sampler(self, shard: int = 0, count: int = 1) -> LimitedRamSampler:
-        """The sampler of one shard: its volumes are every ``count``-th of this epoch's shuffled list."""
+    def sampler(self, position: ProcessPosition | None = None) -> LimitedRamSampler:
+        """The sampler of one process: its volumes are every ``shards``-th of this epoch's shuffled list, its
+        budget an equal part of the total."""
+        position = position or ProcessPosition()
+        shard, count = position.shard, position.shards
         if count > len(self.volume_slices):
             raise UsageError(
-                f"{len(self.volume_slices)} volume(s) cannot be shared among {count} workers x ranks; "
-                "use fewer DataLoader workers"
+                f"{len(self.volume_slices)} volume(s) cannot be shared among {position.workers} DataLoader "
+                f"worker(s) x {position.world_size} rank(s); use fewer workers"
             )
         order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.volume_slices))
         mine = [self.volume_slices[i] for i in order[shard::count]]
+        options = dict(self.options)
+        if options["budget_bytes"] is not None:
+            options["budget_bytes"] = options["budget_bytes"] // count
         sampler = LimitedRamSampler(
-            mine, self._share(shard, count), seed=self.seed * 7919 + shard, **self.options
+            mine, self.share(position), seed=self.seed * 7919 + shard, budget_shares=count, **options
         )
         sampler.set_epoch(self.epoch)
         return sampler
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        shard, count = shard_of_process()
-        sampler = self.sampler(shard, count)
+        position = process_position()
+        shard = position.shard
+        sampler = self.sampler(position)
         rng = np.random.default_rng([self.seed, self.epoch, shard, 1])
         for period, data, nbytes in self._prefetched(sampler):
             try:

@@ -10,8 +10,8 @@ from medkit.config import OptimizerConfig, TrainingConfig
 @dataclass(kw_only=True)
 class TrainShapesConfig(TrainingConfig):
     arch: str = option("tiny_cnn", help="architecture name (--arch)")
-    epochs: int = option(12, help="number of epochs")
-    batch_size: int = option(16, help="samples per batch (per process under torchrun)")
+    epochs: int = option(12, help="number of epochs", minimum=1)
+    batch_size: int = option(16, help="samples per batch (per process under torchrun)", minimum=1)
     optim: OptimizerConfig = option(
         default_factory=lambda: OptimizerConfig(lr=1e-2, scheduler="cosine"), help="optimiser"
     )

@@ -21,10 +21,17 @@ class SamplerConfig:
     method: Literal["resident", "per_sample", "one_volume"] = option(
         "resident", help="1: per_sample, 2: one_volume, 3: resident"
     )
-    resident: int = option(20, help="K: volumes resident in RAM")
-    uses: int = option(10, help="M: slices drawn from each resident volume before the set is replaced")
-    samples_per_epoch: int = option(320, help="training slices per (virtual) epoch (paper: 960)")
-    budget_mb: int = option(1024, help="RAM budget of the resident slices, in MiB (never exceeded)")
+    resident: int = option(20, help="K: volumes resident in RAM", minimum=1)
+    uses: int = option(
+        10, help="M: slices drawn from each resident volume before the set is replaced", minimum=1
+    )
+    samples_per_epoch: int = option(320, help="training slices per (virtual) epoch (paper: 960)", minimum=1)
+    budget_mb: int = option(
+        1024,
+        help="RAM budget of the resident slices in MiB, the total of every DataLoader worker of every rank "
+        "(never exceeded)",
+        minimum=1,
+    )
     slices: Literal["all", "labelled"] = option(
         "labelled", help="draw only from slices with lung or airway (default) or from every slice (the paper)"
     )
@@ -61,8 +68,8 @@ class TrainSegConfig(TrainingConfig):
         default_factory=lambda: {"b": 8},
         help="architecture options; default width b=8 for a CPU demo (paper: 16)",
     )
-    epochs: int = option(14, help="number of epochs")
-    batch_size: int = option(8, help="slices per batch (paper's choice: 8)")
+    epochs: int = option(14, help="number of epochs", minimum=1)
+    batch_size: int = option(8, help="slices per batch (paper's choice: 8)", minimum=1)
     loss: Literal["ce", "weighted_ce", "focal", "dice", "iou", "tversky", "hybrid"] = option(
         "weighted_ce", help="loss; weighted_ce learns the thin airway fastest on CPU (paper's choice: focal)"
     )
@@ -94,6 +101,12 @@ class TrainSegConfig(TrainingConfig):
     monitor_mode: Literal["min", "max"] = option(
         "max", help="whether the monitored figure should fall or rise"
     )
+
+    def figure_names(self) -> list[str]:
+        from .data import CLASS_NAMES
+        from .metrics import PaperSegmentationScorer
+
+        return PaperSegmentationScorer(CLASS_NAMES).figure_names()
 
 
 @dataclass(kw_only=True)

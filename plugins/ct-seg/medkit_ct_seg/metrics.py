@@ -27,9 +27,9 @@ from typing import Any, Literal
 import numpy as np
 
 from medkit import Scorer
-from medkit.scorers import confusion_matrix, predicted_labels, to_numpy
+from medkit.scorers import OVERLAP_FIGURES, confusion_matrix, overlap_figure_names, predicted_labels, to_numpy
 
-FIGURES: tuple[str, ...] = ("precision", "recall", "dice", "iou")
+FIGURES: tuple[str, ...] = OVERLAP_FIGURES
 
 
 def per_image_figures(matrices: np.ndarray, absent: Literal["one", "nan"] = "one") -> dict[str, np.ndarray]:
@@ -69,6 +69,9 @@ class PaperSegmentationScorer(Scorer):
         self.class_names = list(class_names)
         self.absent = absent
         self.foreground = [i for i in range(len(self.class_names)) if i != background]
+
+    def figure_names(self) -> list[str]:
+        return overlap_figure_names([self.class_names[i] for i in self.foreground])
 
     def update(self, prediction: Any, target: Any) -> None:
         labels, truth = predicted_labels(prediction), to_numpy(target)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -126,7 +128,20 @@ def test_predict_refuses_a_checkpoint_of_another_width(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "another width" in result.output
 
 
-def test_training_runs_under_torchrun_with_two_cpu_processes(tmp_path):
+def with_options(options: list[str], **settings: object) -> list[str]:
+    """TINY with some ``--set``/flag values replaced (the last occurrence of an option wins)."""
+    extra = []
+    for key, value in settings.items():
+        extra += ["--epochs", str(value)] if key == "epochs" else ["--set", f"{key.replace('__', '.')}={value}"]
+    return [*options, *extra]
+
+
+UNEVEN = with_options(TINY, sampler__samples_per_epoch=81, batch_size=8, phantoms__volumes=8, epochs=2)
+"""81 slices per epoch at batch 8 over 2 ranks: shares of 41 and 40 would take 6 and 5 steps and hang DDP."""
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_training_under_torchrun_with_uneven_shares_finishes_and_logs_each_epoch_once(tmp_path, workers):
     port = free_port()
     out = tmp_path / "ddp"
     command = [
@@ -147,13 +162,53 @@ def test_training_runs_under_torchrun_with_two_cpu_processes(tmp_path):
         "mini_unet",
         "--out",
         str(out),
-        *TINY,
+        *with_options(UNEVEN, num_workers=workers),
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
-    (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]  # logged once
-    assert record["train/samples"] == 16  # 8 slices from each rank's own volumes
-    assert json.loads((out / "summary.json").read_text())["world_size"] == 2
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]  # each epoch logged once, by rank 0
+    assert all(r["train/samples"] == 82 for r in records)  # 41 per rank: 81 padded to a multiple of 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["epochs_run"] == 2
+
+
+def figures(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+def test_a_run_killed_mid_training_resumes_to_the_figures_of_an_uninterrupted_one(tmp_path):
+    """SIGKILL after epoch 1 of 4, resume: the resident sampler's draws, the prefetch thread, the augmentation
+    and every random state continue exactly, so every epoch's figures equal the uninterrupted run's."""
+    options = ["--arch", "mini_unet", *with_options(UNEVEN, epochs=4)]
+    whole = tmp_path / "whole"
+    assert run_cli(["run", "ct-seg", "--out", str(whole), *options]).exit_code == 0
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medkit", "run", "ct-seg", "--out", str(killed), *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (killed / "metrics.jsonl").is_file():
+        time.sleep(0.02)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    resumed = run_cli(["run", "ct-seg", "--out", str(killed), "--resume", *options])
+    assert resumed.exit_code == 0, resumed.output
+    assert len(figures(whole)) == 4
+    assert figures(killed) == figures(whole)
+
+
+def test_a_misspelt_monitor_is_refused_before_a_run_directory_exists(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(["run", "ct-seg", "--out", str(out), *TINY, "--set", "monitor=val/mean_dcie"])
+    assert result.exit_code == 2
+    assert "Did you mean 'val/mean_dice'" in result.output and "val/dice/airway" in result.output
+    assert not out.exists()
 
 
 def test_training_can_draw_only_from_labelled_slices():

@@ -82,7 +82,9 @@ class GanCheckpointer:
         if not self.last_path.is_file():
             return None
         t = self.trainer
-        state = load_checkpoint(self.last_path, map_location=str(t.device))
+        # read on the CPU: load_state_dict copies weights and optimiser moments onto the networks' device,
+        # while the random states (global and the sampler's) must be restored from CPU bytes
+        state = load_checkpoint(self.last_path, map_location="cpu")
         for name, net in (("generator", t.generator), ("discriminator", t.discriminator)):
             if state["hparams"][name] != dict(net.hparams):
                 raise UsageError(

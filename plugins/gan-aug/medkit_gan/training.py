@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from medkit import RunError, UsageError
-from medkit.seeding import seed_everything
+from medkit.seeding import cpu_byte_tensor, seed_everything
 
 from .ada import AdaptiveAugment
 from .ema import ema_beta, make_ema, update_ema
@@ -59,11 +59,12 @@ class RealBatchSampler:
     def draw(self, count: int) -> np.ndarray:
         return torch.multinomial(self.weights, count, replacement=True, generator=self.generator).numpy()
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"generator": self.generator.get_state()}
+    def state_dict(self) -> dict[str, list[int]]:
+        # plain ints, not a tensor: a checkpoint mapped onto a GPU must not move the generator's state there
+        return {"generator": self.generator.get_state().tolist()}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.generator.set_state(state["generator"])
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(cpu_byte_tensor(state["generator"]))
 
 
 def lazy_adam(

@@ -12,6 +12,7 @@ import torch
 
 from medkit import RunError, UsageError
 from medkit.checkpoint import load_checkpoint
+from medkit.seeding import set_rng_state
 from medkit_gan import training
 from medkit_gan.discriminator import Discriminator
 from medkit_gan.freeze import FreezeSpec
@@ -137,6 +138,22 @@ def test_a_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path):
     other = GanTrainer(wider, networks()[1], OPTIONS, device="cpu", run_dir=tmp_path / "split")
     with pytest.raises(UsageError, match=r"last.pt was written for a generator with .*same model options"):
         other.fit(image_set(), resume=True)
+
+
+def test_the_random_states_of_last_pt_restore_however_the_checkpoint_is_mapped(tmp_path):
+    """Resume on CUDA: torch.load(map_location=device) moves every tensor to the GPU, while the random states
+    (global and the real sampler's) must be restored from CPU bytes. Mapped onto "meta" (a device without data,
+    standing in for a GPU here) they must still restore, and give the same draws as the CPU copy."""
+    trainer(tmp_path, replace(OPTIONS, total_images=16)).fit(image_set())
+    last = tmp_path / "checkpoints" / "last.pt"
+    draws = {}
+    for device in ("cpu", "meta"):
+        state = load_checkpoint(last, map_location=device)
+        sampler = RealBatchSampler(np.array([0, 1, 1]), balanced=True, seed=0)
+        sampler.load_state_dict(state["sampler"])
+        set_rng_state(state["rng"])
+        draws[device] = (sampler.draw(8).tolist(), torch.rand(3).tolist(), np.random.rand())
+    assert draws["meta"] == draws["cpu"]
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

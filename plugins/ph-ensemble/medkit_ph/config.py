@@ -93,8 +93,8 @@ class EnsembleConfig(RecipeConfig):
 class SimpleCnnConfig(TrainingConfig):
     arch: str = option("simple_cnn", help="architecture (--arch)")
     image_size: Literal[128, 256] = option(128, help="slices are resized to 128 or 256 px (the report's two)")
-    epochs: int = option(30, help="number of epochs")
-    batch_size: int = option(16, help="images per batch")
+    epochs: int = option(30, help="number of epochs", minimum=1)
+    batch_size: int = option(16, help="images per batch", minimum=1)
     rotate_degrees: float = option(5.0, help="random rotation up to this many degrees (the report: 5)")
     val_fraction: float = option(0.1, help="held-out share (the report: 90:10)")
     optim: OptimizerConfig = option(
@@ -107,6 +107,11 @@ class SimpleCnnConfig(TrainingConfig):
         "auto", help="--data layout (see the ensemble recipe)"
     )
     phantoms: PhantomConfig = option(default_factory=PhantomConfig, help="embedded default data")
+
+    def figure_names(self) -> list[str]:
+        from medkit.scorers import ClassificationScorer
+
+        return ClassificationScorer([]).figure_names()
 
 
 @dataclass(kw_only=True)

@@ -67,8 +67,10 @@ class TrainUbcConfig(TrainingConfig):
         help="architecture options, e.g. --set model.deep_supervision=true (a mask at every decoder scale), "
         "model.encoder=resnet50 (arch ubc), model.weights_path=FILE (a local encoder state dict)",
     )
-    epochs: int = option(15, help="number of epochs (paper: 200; UBC plateaus near 60 on the full set)")
-    batch_size: int = option(50, help="images per batch (paper: 50)")
+    epochs: int = option(
+        15, help="number of epochs (paper: 200; UBC plateaus near 60 on the full set)", minimum=1
+    )
+    batch_size: int = option(50, help="images per batch (paper: 50)", minimum=1)
     optim: OptimizerConfig = option(
         default_factory=lambda: OptimizerConfig(
             name="adam", lr=2e-5, scheduler="step", step_size=5, gamma=0.9
@@ -105,6 +107,11 @@ class TrainUbcConfig(TrainingConfig):
     monitor_mode: Literal["min", "max"] = option(
         "max", help="whether the monitored figure should fall or rise"
     )
+
+    def figure_names(self) -> list[str]:
+        from .metrics import UbcScorer
+
+        return UbcScorer(["a", "b"]).figure_names()  # the class names do not name figures; roc_auc: binary
 
     def validate(self) -> None:
         if self.image_size <= 0 or self.image_size % 32:

@@ -68,6 +68,10 @@ class UbcScorer(ClassificationScorer):
                 truth = to_numpy(target["mask"])[has_mask]
                 self.accumulate("dice", dice_per_image(probability, truth).tolist())
 
+    def figure_names(self) -> list[str]:
+        # roc_auc for two classes; dice only when the model has a mask head (UBC, not the plain baseline)
+        return [*super().figure_names(), *(["roc_auc"] if len(self.class_names) == 2 else []), "dice"]
+
     def compute(self) -> dict[str, float]:
         figures = super().compute()
         if "scores" in self.state:
