@@ -8,16 +8,20 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
+from concurrent.futures import ProcessPoolExecutor
 
 import h5py
 import nibabel as nib
 import numpy as np
 import pytest
 
+from medkit.cache import build as build_module
 from medkit.cache.build import build_cache, partial_path
-from medkit.cache.pairing import Pair
+from medkit.cache.pairing import Pair, find_pairs
 from medkit.cache.store import SliceCache
 from medkit.cache.synthetic import ct_volume
+from medkit.errors import RunError, UsageError
 from medkit.testing import run_cli
 
 
@@ -214,3 +218,120 @@ def test_the_user_cache_fixture_keeps_generated_data_out_of_the_home_folder(medk
 
     assert os.environ["MEDKIT_CACHE_DIR"] == str(medkit_user_cache)
     assert cache_folder("ct-seg").is_relative_to(medkit_user_cache)
+
+
+def write_npy_volumes(folder, count: int, slices: int = 32, size: int = 256) -> list[Pair]:
+    """``count`` unmasked int16 volumes of ``slices * size * size * 2`` bytes each (4 MiB by default)."""
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(count):
+        path = folder / f"v{i:02d}.npy"
+        np.save(path, rng.integers(-1000, 1000, size=(slices, size, size), dtype=np.int16))
+        pairs.append(Pair(f"v{i:02d}", path, None))
+    return pairs
+
+
+def test_a_parallel_build_holds_a_few_volumes_in_memory_not_the_whole_data_set(tmp_path):
+    pairs = write_npy_volumes(tmp_path / "in", 32)
+    volume_bytes = 32 * 256 * 256 * 2
+    import hdf5plugin  # noqa: F401  (imported here, its module objects do not count as build memory)
+
+    tracemalloc.start()  # numpy reports its arrays to tracemalloc; results are unpickled in this process
+    try:
+        build_cache(pairs, tmp_path / "c.h5", codec="none", workers=2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(SliceCache(tmp_path / "c.h5")) == 32
+    assert peak < 8 * volume_bytes, f"peak {peak / volume_bytes:.1f} volumes held of 32"
+
+
+def test_a_bad_volume_stops_a_parallel_build_without_converting_the_rest(tmp_path, monkeypatch):
+    pairs = write_npy_volumes(tmp_path / "in", 31)
+    np.save(pairs[0].image, np.zeros((32, 256, 256), np.int16))  # constant: refused as soon as it is read
+    submitted = []
+
+    class RecordingPool(ProcessPoolExecutor):
+        def submit(self, *args, **kwargs):
+            submitted.append(super().submit(*args, **kwargs))
+            return submitted[-1]
+
+    monkeypatch.setattr(build_module, "ProcessPoolExecutor", RecordingPool)
+    with pytest.raises(UsageError, match=r"v00\.npy"):
+        build_cache(pairs, tmp_path / "c.h5", workers=2)
+    converted = sum(not future.cancelled() for future in submitted)
+    # at most 2 * workers were in flight when it failed (4-7 measured); all 31 were converted before the fix
+    assert converted <= len(pairs) // 2, (
+        f"{converted} of 31 volumes were converted after the first one failed"
+    )
+
+
+def test_a_worker_killed_mid_build_stops_it_even_with_skip_bad(tmp_path, monkeypatch):
+    # 2 KiB volumes: a result is sent in one pipe write, so the kill cannot cut one in half (Python's pool then
+    # waits forever for the rest of it)
+    pairs = write_npy_volumes(tmp_path / "in", 12, slices=4, size=16)
+
+    class KillingPool(ProcessPoolExecutor):
+        submitted = 0
+
+        def submit(self, *args, **kwargs):
+            self.submitted += 1
+            if (
+                self.submitted == 6
+            ):  # both workers started and busy: kill one as the kernel's OOM killer would
+                next(iter(self._processes.values())).kill()
+            return super().submit(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "ProcessPoolExecutor", KillingPool)
+    with pytest.raises(RunError, match="fewer --workers"):
+        build_cache(pairs, tmp_path / "c.h5", workers=2, skip_bad=True)
+    assert not (tmp_path / "c.h5").exists()  # not a finished cache with every volume "skipped as bad"
+
+
+def test_resume_with_another_codec_is_refused_and_the_cache_is_left_in_place(nifti_folder, tmp_path):
+    out = tmp_path / "cache.h5"
+    assert build(nifti_folder, out, "--codec", "gzip").exit_code == 0
+    result = build(nifti_folder, out, "--resume", "--codec", "lzf")
+    assert result.exit_code == 2
+    assert all(text in result.output for text in (str(out), "--codec gzip", "not lzf", "another --out"))
+    assert out.exists() and not partial_path(out).exists()
+    assert SliceCache(out).codec == "gzip"
+
+
+@pytest.mark.parametrize("bad_id", ["lung/left", "/abs", ".", ".."])
+def test_a_manifest_id_that_cannot_name_a_cache_group_is_refused(nifti_folder, tmp_path, bad_id):
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text(
+        "image,mask,id\n"
+        "volumes/case0.nii.gz,volumes/case0_seg.nii.gz,ok\n"
+        f"volumes/case1.nii.gz,volumes/case1_seg.nii.gz,{bad_id}\n"
+    )
+    with pytest.raises(UsageError, match="line 3") as refused:
+        find_pairs([], manifest=manifest)
+    assert str(manifest) in str(refused.value) and f"'{bad_id}'" in str(refused.value)
+    assert "'/'" in str(refused.value)  # says what an id may not contain
+
+    result = run_cli(["cache", "build", "--manifest", str(manifest), "--out", str(tmp_path / "c.h5")])
+    assert result.exit_code == 2 and "line 3" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "c.h5").exists() and not partial_path(tmp_path / "c.h5").exists()
+
+
+def test_a_volume_whose_name_is_empty_is_refused(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    np.save(folder / ".npy", np.arange(64, dtype=np.int16).reshape(4, 4, 4))  # the name is all suffix
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("image,mask\nin/.npy,\n")
+    with pytest.raises(UsageError, match=r"line 2.*empty"):
+        find_pairs([], manifest=manifest)
+    with pytest.raises(UsageError, match="empty"):
+        find_pairs([folder / ".npy"])
+
+
+def test_build_cache_refuses_ids_it_cannot_store(tmp_path):
+    (pair,) = write_npy_volumes(tmp_path / "in", 1, slices=2, size=8)
+    with pytest.raises(UsageError, match="'a/b'"):
+        build_cache([Pair("a/b", pair.image, None)], tmp_path / "c.h5", workers=1)
+    with pytest.raises(UsageError, match=r"'v00'.*twice"):
+        build_cache([pair, pair], tmp_path / "d.h5", workers=1)

@@ -214,7 +214,9 @@ def test_a_misspelt_monitor_is_a_usage_error_naming_the_closest_figure_and_leave
         (["--set", "num_workers=-1"], "num_workers (from --set num_workers=-1): must be at least 0"),
     ],
 )
-def test_out_of_range_numbers_are_usage_errors_before_a_run_directory_exists(medkit, tmp_path, option, message):
+def test_out_of_range_numbers_are_usage_errors_before_a_run_directory_exists(
+    medkit, tmp_path, option, message
+):
     out = tmp_path / "out"
     assert_usage_error(medkit("run", "example", *TINY, *option, "--out", out), message)
     assert not out.exists()

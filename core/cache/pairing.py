@@ -156,7 +156,9 @@ def _pair(found: _Found, mask_suffix: str | None, mask_dir: Path | str | None) -
         mask = _existing(_parallel_candidates(found, mask_dir), image, f"mask folder '{mask_dir}'")
     else:
         mask = image if _npz_has_mask(image) else None
-    return Pair(id=volume_name(image), image=image, mask=mask)
+    pair = Pair(id=volume_name(image), image=image, mask=mask)
+    _check_id(pair.id, str(image), "rename the file, or list it in a --manifest with an id")
+    return pair
 
 
 def _suffix_candidates(image: Path, mask_suffix: str) -> list[Path]:
@@ -224,6 +226,7 @@ def _pairs_from_manifest(manifest: Path) -> tuple[list[Pair], set[int]]:
             row = {key.strip(): (value or "").strip() for key, value in row.items() if key is not None}
             line = rows.line_num
             pair = _manifest_pair(manifest, line, row)
+            _check_id(pair.id, f"{manifest} line {line}", _id_fix(bool(row.get("id"))))
             if row.get("id"):
                 if row["id"] in given_ids:
                     raise UsageError(
@@ -270,6 +273,33 @@ def _manifest_path(manifest: Path, line: int, text: str, column: str) -> Path | 
 
 
 # -- ids -------------------------------------------------------------------------------------------------
+
+ID_RULE = "an id must not be empty, '.' or '..', and must not contain '/'"
+
+
+def id_problem(id_: str) -> str | None:
+    """Why ``id_`` cannot name a volume's HDF5 group, or None: '/' nests groups, '.' and '..' are path steps."""
+    if not id_:
+        return "it is empty"
+    if "/" in id_:
+        return "it contains '/', which would nest groups"
+    if id_ in (".", ".."):
+        return "it is a path step, not a name"
+    return None
+
+
+def _check_id(id_: str, where: str, fix: str) -> None:
+    problem = id_problem(id_)
+    if problem:
+        raise UsageError(
+            f"{where}: id '{id_}' cannot name a volume in the cache ({problem}); {ID_RULE}: {fix}"
+        )
+
+
+def _id_fix(given: bool) -> str:
+    if given:
+        return "fix it in the id column (e.g. '-' in place of '/')"
+    return "this id comes from the file name; give one in the id column"
 
 
 def _unique_ids(pairs: list[Pair], fixed: set[int]) -> list[Pair]:

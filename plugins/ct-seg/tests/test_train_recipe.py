@@ -132,7 +132,9 @@ def with_options(options: list[str], **settings: object) -> list[str]:
     """TINY with some ``--set``/flag values replaced (the last occurrence of an option wins)."""
     extra = []
     for key, value in settings.items():
-        extra += ["--epochs", str(value)] if key == "epochs" else ["--set", f"{key.replace('__', '.')}={value}"]
+        extra += (
+            ["--epochs", str(value)] if key == "epochs" else ["--set", f"{key.replace('__', '.')}={value}"]
+        )
     return [*options, *extra]
 
 
