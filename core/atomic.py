@@ -1,6 +1,9 @@
 """Atomic file writes: write a temporary file beside the target, flush it to disk, then rename over the target.
 
-A process killed at any moment leaves either the old file or the new one, never a torn one.
+A process killed at any moment leaves either the old file or the new one, never a torn one; after the rename
+the folder itself is flushed, so a power cut cannot lose the new name either. The file gets the permissions
+any new file gets under the process's umask (``mkstemp`` alone would make it 0600, unreadable by a group that
+shares the runs folder).
 """
 
 from __future__ import annotations
@@ -8,9 +11,34 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so briefly, under a lock)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def fsync_directory(folder: Path) -> None:
+    """Flush ``folder``'s entries (a rename into it) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -25,7 +53,9 @@ def atomic_path(target: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
+        fsync_directory(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -14,6 +14,7 @@ Layout::
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -53,8 +54,32 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None: strict JSON (RFC 8259, ``jq``, JavaScript's
+    JSON.parse, pandas' default reader) has no NaN, and an undefined figure reads as ``null``."""
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def strict_json(data: Any, indent: int | None = None) -> str:
+    """``data`` (dataclasses, Paths, numpy scalars included) as strict JSON: undefined figures become null."""
+    return json.dumps(finite_or_null(to_plain(data)), indent=indent, allow_nan=False, default=_json_scalar)
+
+
+def _json_scalar(value: Any) -> Any:
+    """numpy scalars and arrays as plain numbers and lists (then checked for NaN again)."""
+    if hasattr(value, "tolist"):
+        return finite_or_null(value.tolist())
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(to_plain(data), indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, strict_json(data, indent=2) + "\n")
 
 
 def is_run_dir(path: Path) -> bool:
@@ -82,9 +107,11 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     records = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        # a figure that was undefined (NaN) is stored as null; it reads back as NaN, as it was logged
+        records.append({key: math.nan if value is None else value for key, value in record.items()})
     return records
 
 
@@ -234,7 +261,7 @@ class Run:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / METRICS_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(to_plain(record)) + "\n")
+            handle.write(strict_json(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -247,7 +274,7 @@ class Run:
         if not self.is_main:
             return
         kept = [r for r in self.read_metrics() if r.get("epoch", 0) <= upto_epoch]
-        atomic_write_text(self.dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_text(self.dir / METRICS_FILE, "".join(strict_json(r) + "\n" for r in kept))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.is_main:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,30 @@ def test_a_write_that_fails_halfway_leaves_the_old_file_and_no_temporary(tmp_pat
         raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_get_the_permissions_the_umask_gives_any_new_file(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        save_checkpoint(tmp_path / "last.pt", {"epoch": 1})
+        atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+    finally:
+        os.umask(previous)
+    for name in ("last.pt", "config.yaml"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode
+
+
+def test_an_atomic_write_flushes_the_folder_after_the_rename(tmp_path, monkeypatch):
+    """Without the folder's fsync a power cut after the rename can lose the new name (ext4, XFS)."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "replace", lambda *a: (events.append("rename"), real_replace(*a))[1])
+
+    def fsync(fd: int) -> None:
+        events.append("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    atomic_write_text(tmp_path / "summary.json", "{}")
+    assert events == ["fsync file", "rename", "fsync folder"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import types
 from dataclasses import dataclass
 
@@ -181,3 +182,37 @@ def test_a_recipe_names_the_options_a_resumed_run_may_change(medkit_plugin, tmp_
             assert resumed.exit_code == 0, resumed.output
             assert yaml.safe_load((out / "config.yaml").read_text())["count"] == 3
             assert "resumed" in json.loads((out / "env.json").read_text())
+
+
+def strict_loads(text: str):
+    """JSON as RFC 8259 defines it: NaN and Infinity are not JSON (jq, JSON.parse and pandas refuse them)."""
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not strict JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_undefined_figures_are_written_as_null_and_read_back_as_nan(tmp_path):
+    import numpy as np
+
+    from medkit.runs import Run, read_metrics
+
+    run = Run(tmp_path, "p", "r", config=None)
+    run.log_metrics({"epoch": 1, "val/dice/airway": float("nan"), "val/loss": 0.5})
+    run.log_metrics({"epoch": 2, "val/dice/airway": np.float32("nan"), "val/loss": float("inf")})
+    run.write_summary({"best": float("nan"), "final": {"val/x": np.float64("-inf")}, "best_epoch": None})
+    lines = [strict_loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines == [
+        {"epoch": 1, "val/dice/airway": None, "val/loss": 0.5},
+        {"epoch": 2, "val/dice/airway": None, "val/loss": None},
+    ]
+    assert strict_loads((tmp_path / "summary.json").read_text()) == {
+        "best": None,
+        "final": {"val/x": None},
+        "best_epoch": None,
+    }
+    records = read_metrics(tmp_path)
+    assert math.isnan(records[0]["val/dice/airway"]) and records[0]["val/loss"] == 0.5
+    run.keep_metrics(1)  # a resumed run rewrites the file: still strict
+    assert [strict_loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == lines[:1]
