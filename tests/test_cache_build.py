@@ -277,9 +277,7 @@ def test_a_worker_killed_mid_build_stops_it_even_with_skip_bad(tmp_path, monkeyp
 
         def submit(self, *args, **kwargs):
             self.submitted += 1
-            if (
-                self.submitted == 6
-            ):  # both workers started and busy: kill one as the kernel's OOM killer would
+            if self.submitted == 6:  # both workers started and busy: kill one, as the OOM killer would
                 next(iter(self._processes.values())).kill()
             return super().submit(*args, **kwargs)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import fsync_directory
 from ..errors import RunError, UsageError
 from .codecs import codec_options
 from .pairing import ID_RULE, Pair, id_problem
@@ -121,9 +122,8 @@ def _converted(pairs: Sequence[Pair], workers: int) -> Iterator[tuple[Pair, Conv
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
     try:
         yield from _bounded(pool, pairs, in_flight=2 * workers)
-    except (
-        BrokenProcessPool
-    ) as err:  # no volume's fault, and nothing more converts: stop even with --skip-bad
+    except BrokenProcessPool as err:
+        # no volume's fault, and nothing more can be converted: stop, even with --skip-bad
         pool.shutdown(wait=False, cancel_futures=True)
         raise RunError(
             f"a worker process died while converting volumes ({err}); being killed for lack of memory is the "
@@ -239,6 +239,7 @@ def build_cache(
                     on_progress(pair.id, "ok")
         handle.attrs["complete"] = True
     os.replace(partial, out)
+    fsync_directory(out.parent)  # the finished cache's name survives a power cut
     report.seconds = time.perf_counter() - started
     return report
 
