@@ -14,6 +14,7 @@ fixture::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -75,3 +76,35 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def run_and_kill(args: Sequence[str], run_dir: Path, epochs_logged: int = 1, delay: float = 0.2) -> None:
+    """Start ``python -m medkit ARGS`` (which writes ``run_dir``) and kill it with SIGKILL once its
+    metrics.jsonl holds ``epochs_logged`` lines, ``delay`` seconds later (inside the next epoch): the kill a
+    resume test needs. Fails the test when the run ends before the kill."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = Path(run_dir) / "metrics.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medkit", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.is_file() and len(log.read_text(encoding="utf-8").splitlines()) >= epochs_logged:
+            break
+        time.sleep(0.02)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (Path(run_dir) / "summary.json").exists(), "the run finished before it could be killed"
+
+
+def logged_figures(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of ``run_dir``'s metrics.jsonl without their timings: what two runs that are the same run
+    share."""
+    from .runs import read_metrics
+
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in read_metrics(Path(run_dir))]

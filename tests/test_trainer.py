@@ -308,3 +308,45 @@ def test_an_iterable_evaluation_set_is_shared_between_ranks_not_scored_whole_by_
     images = [sample["image"] for share in shares for sample in share]
     assert len({tuple(image.flatten().tolist()) for image in images}) == 10
     assert rank_share_of(Stream(), 0, 1).__class__ is Stream
+
+
+def _fit_on_rank(rank: int, world: int, init_file: str, folder: str, epochs: int, resume: bool) -> None:
+    """One rank of a gloo job: fit, recording the first global random draw of each epoch's loss calls."""
+    import json
+    from pathlib import Path
+
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    torch.manual_seed(0)  # as the runner seeds every rank alike before the recipe builds its model
+    draws: list[float] = []
+
+    def loss(logits, batch):
+        draws.append(float(torch.rand(1)))  # dropout or augmentation would draw here
+        return nn.functional.cross_entropy(logits, batch["mask"])
+
+    trainer = trainer_for(epochs)
+    trainer.loss = loss
+    run = Run(Path(folder), "test", "fit", config=None, resume=resume, rank=rank, world_size=world)
+    trainer.fit(PixelClassifier(), Threshold(), None, run)
+    Path(f"{folder}/draws.{rank}.{epochs}").write_text(json.dumps(draws))
+    torch.distributed.destroy_process_group()
+
+
+def test_under_torchrun_each_rank_draws_its_own_random_numbers_and_resumes_its_own_stream(tmp_path):
+    """The runner seeds every rank alike (so the model is built alike); from training on, each rank's dropout and
+    augmentation must differ, and a resumed run must give each rank back its own stream."""
+    import json
+
+    def job(folder, epochs, resume, init):
+        torch.multiprocessing.spawn(
+            _fit_on_rank, args=(2, str(tmp_path / init), str(folder), epochs, resume), nprocs=2, join=True
+        )
+        return [json.loads((folder / f"draws.{rank}.{epochs}").read_text()) for rank in range(2)]
+
+    whole = job(tmp_path / "whole", 2, False, "init-a")
+    assert whole[0] != whole[1]
+    job(tmp_path / "split", 1, False, "init-b")
+    resumed = job(tmp_path / "split", 2, True, "init-c")
+    steps = len(whole[0]) // 2
+    assert [r[-steps:] for r in resumed] == [w[-steps:] for w in whole]

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from medkit.checkpoint import load_checkpoint
-from medkit.testing import free_port
+from medkit.testing import free_port, run_and_kill
 
 SMALL = ["--device", "cpu", "--set", "samples=48", "--set", "image_size=16", "--set", "batch_size=8"]
 
@@ -44,21 +42,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     medkit("run", "example", "--out", str(tmp_path / "whole"), *options)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "medkit", "run", "example", "--out", str(killed), *options],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        log = killed / "metrics.jsonl"
-        if log.is_file() and len(log.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.02)
-    time.sleep(0.3)  # well inside epoch 3
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    run_and_kill(["run", "example", "--out", str(killed), *options], killed, epochs_logged=2, delay=0.3)
     interrupted_at = load_checkpoint(killed / "checkpoints" / "last.pt")["progress"]["epoch"]
     assert 1 <= interrupted_at < 4
 

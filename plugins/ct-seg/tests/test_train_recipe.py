@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from medkit.testing import free_port, run_cli
+from medkit.testing import free_port, logged_figures, run_and_kill, run_cli
 from medkit_ct_seg.phantoms import phantom
 
 TINY = [
@@ -175,11 +173,6 @@ def test_training_under_torchrun_with_uneven_shares_finishes_and_logs_each_epoch
     assert summary["world_size"] == 2 and summary["epochs_run"] == 2
 
 
-def figures(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
-
-
 def test_a_run_killed_mid_training_resumes_to_the_figures_of_an_uninterrupted_one(tmp_path):
     """SIGKILL after epoch 1 of 4, resume: the resident sampler's draws, the prefetch thread, the augmentation
     and every random state continue exactly, so every epoch's figures equal the uninterrupted run's."""
@@ -187,22 +180,11 @@ def test_a_run_killed_mid_training_resumes_to_the_figures_of_an_uninterrupted_on
     whole = tmp_path / "whole"
     assert run_cli(["run", "ct-seg", "--out", str(whole), *options]).exit_code == 0
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "medkit", "run", "ct-seg", "--out", str(killed), *options],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (killed / "metrics.jsonl").is_file():
-        time.sleep(0.02)
-    time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    run_and_kill(["run", "ct-seg", "--out", str(killed), *options], killed)
     resumed = run_cli(["run", "ct-seg", "--out", str(killed), "--resume", *options])
     assert resumed.exit_code == 0, resumed.output
-    assert len(figures(whole)) == 4
-    assert figures(killed) == figures(whole)
+    assert len(logged_figures(whole)) == 4
+    assert logged_figures(killed) == logged_figures(whole)
 
 
 def test_a_misspelt_monitor_is_refused_before_a_run_directory_exists(tmp_path):
