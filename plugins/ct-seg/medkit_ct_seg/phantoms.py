@@ -2,16 +2,16 @@
 
 Each phantom is an axial stack in LPS order (x towards the patient's left) with Hounsfield values as in
 LUNA16: air -1000, lung parenchyma about -850 with vessels, fat -100, soft tissue and heart 40, bone 700,
-Gaussian noise. Shapes change smoothly from slice to slice. Labels follow ct-seg: 0 background, 1 right lung
-(the larger, three lobes), 2 left lung, 3 trachea and main bronchi - small, as in real CT (about 0.1 % of
-pixels).
+Gaussian noise. Shapes change smoothly from slice to slice. Labels follow the report and LUNA16: 0 background,
+1 left lung, 2 right lung (the larger, three lobes), 3 trachea and main bronchi - small, as in real CT (about
+0.1 % of pixels).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-RIGHT_LUNG, LEFT_LUNG, AIRWAY = 1, 2, 3
+LEFT_LUNG, RIGHT_LUNG, AIRWAY = 1, 2, 3  # the report's class order and LUNA16's mask values 3, 4, 5
 
 
 def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
