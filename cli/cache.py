@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from .output import console, err_console, user_errors
 
@@ -39,7 +40,9 @@ def build(
     sources: Annotated[
         list[Path] | None,
         typer.Argument(
-            help="Volume files or folders (NIfTI, MetaImage, DICOM, NumPy); none with --manifest."
+            help="Volume files or folders (NIfTI, MetaImage, DICOM of any file names, NumPy); none with "
+            "--manifest. Without a pairing rule a folder's layout is recognised: LUNA16, images/ + masks/ "
+            "or labels/, nnU-Net imagesTr/ + labelsTr/, <name>_seg masks, or volumes without masks."
         ),
     ] = None,
     mask_suffix: Annotated[
@@ -75,7 +78,13 @@ def build(
             from medkit.errors import UsageError
 
             raise UsageError("name the volumes to convert: SRC... (files or folders) or --manifest pairs.csv")
-        pairs = find_pairs(sources or [], mask_suffix=mask_suffix, mask_dir=mask_dir, manifest=manifest)
+        pairs = find_pairs(
+            sources or [],
+            mask_suffix=mask_suffix,
+            mask_dir=mask_dir,
+            manifest=manifest,
+            on_left_out=_left_out,
+        )
         preprocessing = _preprocessing(window, minmax)
         with _progress(len(pairs)) as advance:
             report = build_cache(
@@ -95,6 +104,11 @@ def build(
     )
     for name, message in report.bad.items():
         err_console.print(f"[yellow]skipped[/] {name}: {message}", soft_wrap=True)
+
+
+def _left_out(note: str) -> None:
+    """A DICOM series that is no volume (a localizer) is not converted; say so rather than drop it unseen."""
+    err_console.print(f"[yellow]left out[/] {escape(note)}", soft_wrap=True, highlight=False)
 
 
 class _progress:

@@ -66,9 +66,11 @@ class RecipeConfig:
 class OptimizerConfig:
     """The optimiser and learning-rate schedule of a gradient recipe."""
 
-    name: Literal["adam", "adamw", "sgd"] = option("adam", help="optimiser")
+    name: Literal["adam", "adamw", "sgd", "lion"] = option(
+        "adam", help="optimiser; lion needs `pip install lion-pytorch` and usually a 3-10x smaller lr"
+    )
     lr: float = option(1e-3, help="learning rate", minimum=0.0)
-    weight_decay: float = option(0.0, help="weight decay (decoupled for adamw)", minimum=0.0)
+    weight_decay: float = option(0.0, help="weight decay (decoupled for adamw and lion)", minimum=0.0)
     momentum: float = option(0.9, help="momentum (sgd only)")
     scheduler: Literal["none", "cosine", "step"] = option("none", help="learning-rate schedule over epochs")
     step_size: int = option(5, help="step: epochs between decays", minimum=1)

@@ -408,11 +408,26 @@ def make_optimizer_factory(optim: Any) -> Callable[[Iterable[torch.nn.Parameter]
             return torch.optim.Adam(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
         if optim.name == "adamw":
             return torch.optim.AdamW(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
+        if optim.name == "lion":
+            return _lion(parameters, optim.lr, optim.weight_decay)
         return torch.optim.SGD(
             parameters, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
         )
 
     return build
+
+
+def _lion(parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Lion (Chen et al. 2023, sign of an interpolated momentum) from lion-pytorch, an optional dependency:
+    imported here so that a recipe that never picks it does not need it."""
+    try:
+        from lion_pytorch import Lion
+    except ImportError as err:
+        raise UsageError(
+            "optim.name=lion needs the lion-pytorch package: pip install lion-pytorch "
+            "(or pick another optim.name: adam, adamw, sgd)"
+        ) from err
+    return Lion(parameters, lr=lr, weight_decay=weight_decay)
 
 
 def make_scheduler_factory(optim: Any, epochs: int) -> Callable[[torch.optim.Optimizer], Any] | None:

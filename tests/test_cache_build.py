@@ -15,6 +15,7 @@ import h5py
 import nibabel as nib
 import numpy as np
 import pytest
+import volume_layouts
 
 from medkit.cache import build as build_module
 from medkit.cache.build import build_cache, partial_path
@@ -333,3 +334,29 @@ def test_build_cache_refuses_ids_it_cannot_store(tmp_path):
         build_cache([Pair("a/b", pair.image, None)], tmp_path / "c.h5", workers=1)
     with pytest.raises(UsageError, match=r"'v00'.*twice"):
         build_cache([pair, pair], tmp_path / "d.h5", workers=1)
+
+
+def test_cache_build_converts_each_series_of_a_dicom_export_and_names_what_it_leaves_out(tmp_path):
+    export = volume_layouts.shipped_dicomdir_export(tmp_path / "export")
+    out = tmp_path / "dicom.h5"
+    result = run_cli(["cache", "build", str(export), "--out", str(out), "--workers", "1", "--skip-bad"])
+    assert result.exit_code == 0, result.output
+    assert "8 volume(s) converted" in result.output and "1 skipped as bad" in result.output
+    assert "CT2" in result.output and "unevenly spaced" in result.output  # the series with a 200 mm gap
+    assert result.output.count("localizer") == 4  # CT2N, two of MR2's series and MR700: not volumes
+    cache = SliceCache(out)
+    ct = next(v for v in cache.volumes if v.id == "CT5N")
+    assert (ct.slices, ct.has_mask) == (5, False)
+
+
+def test_cache_build_pairs_a_luna16_tree_without_options(tmp_path):
+    cases = {f"1.2.840.113654.2.55.{n}": ct_volume(4, 16, seed=n) for n in range(3)}
+    root = volume_layouts.luna16_tree(tmp_path / "LUNA16", cases)
+    out = tmp_path / "luna.h5"
+    result = run_cli(["cache", "build", str(root), "--out", str(out), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    cache = SliceCache(out)
+    assert sorted(v.id for v in cache.volumes) == sorted(cases)
+    assert all(v.has_mask for v in cache.volumes)  # the masks folder is not read as more scans
+    for v, info in enumerate(cache.volumes):
+        np.testing.assert_array_equal(cache.read_volume(v)[1], cases[info.id][1])

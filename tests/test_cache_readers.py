@@ -18,6 +18,7 @@ import numpy as np
 import pydicom.data
 import pytest
 import SimpleITK as sitk
+import volume_layouts
 
 from medkit.cache.pairing import Pair, find_pairs
 from medkit.cache.readers import Volume, VolumeError, read_mask, read_volume
@@ -239,7 +240,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_a_folder_without_dicom_files(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with raises_naming(tmp_path / "empty", "without .dcm files"):
+    with raises_naming(tmp_path / "empty", "without DICOM files"):
         read_volume(tmp_path / "empty")
 
 
@@ -539,3 +540,186 @@ def test_pairs_found_by_suffix_read_back_as_image_and_mask(tmp_path: Path) -> No
     assert pair.mask is not None
     image = read_volume(pair.image)
     np.testing.assert_array_equal(read_mask(pair.mask, like=image), MASK)
+
+
+# -- layouts recognised without a pairing rule -----------------------------------------------------------
+
+LUNA_UIDS = ("1.3.6.1.4.1.14519.5.2.1.6279.6001.101", "1.3.6.1.4.1.14519.5.2.1.6279.6001.202")
+
+
+def luna16_cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {
+        uid: (LPS + index, (MASK + 3 * (MASK > 0)).astype(np.uint8)) for index, uid in enumerate(LUNA_UIDS)
+    }
+
+
+@pytest.mark.parametrize("given", ["root", "subset0"])
+def test_luna16_as_it_ships_pairs_each_scan_with_its_lung_mask_without_options(
+    tmp_path: Path, given: str
+) -> None:
+    root = volume_layouts.luna16_tree(tmp_path / "LUNA16", luna16_cases(), subset_size=1)
+    assert "CompressedData = True" in (root / "subset0" / f"{LUNA_UIDS[0]}.mhd").read_text()
+    source = root if given == "root" else root / "subset0"
+    pairs = find_pairs([source])
+    expected = LUNA_UIDS if given == "root" else LUNA_UIDS[:1]
+    assert [(pair.id, pair.mask) for pair in pairs] == [
+        (uid, root / "seg-lungs-LUNA16" / f"{uid}.mhd") for uid in expected
+    ]
+    image = read_volume(pairs[0].image)
+    np.testing.assert_array_equal(image.array, LPS)
+    np.testing.assert_array_equal(read_mask(pairs[0].mask, like=image), luna16_cases()[LUNA_UIDS[0]][1])
+
+
+@pytest.mark.parametrize("masks", ["masks", "labels"])
+@pytest.mark.parametrize("given", ["parent", "images"])
+def test_images_and_masks_folders_pair_by_file_name(tmp_path: Path, masks: str, given: str) -> None:
+    for name in ("case1", "case2"):
+        volume_layouts.nifti_lps(tmp_path / "data" / "images" / f"{name}.nii.gz", LPS)
+        volume_layouts.nifti_lps(tmp_path / "data" / masks / f"{name}.nii.gz", MASK)
+    source = tmp_path / "data" if given == "parent" else tmp_path / "data" / "images"
+    assert find_pairs([source]) == [
+        Pair(
+            name,
+            tmp_path / "data" / "images" / f"{name}.nii.gz",
+            tmp_path / "data" / masks / f"{name}.nii.gz",
+        )
+        for name in ("case1", "case2")
+    ]
+
+
+def test_nnunet_images_carry_a_channel_suffix_that_labels_do_not(tmp_path: Path) -> None:
+    dataset = tmp_path / "Dataset001_Lung"
+    for case in ("lung_001", "lung_002"):
+        volume_layouts.nifti_lps(dataset / "imagesTr" / f"{case}_0000.nii.gz", LPS)
+        volume_layouts.nifti_lps(dataset / "labelsTr" / f"{case}.nii.gz", MASK)
+    volume_layouts.nifti_lps(dataset / "imagesTs" / "lung_009_0000.nii.gz", LPS)  # test cases: no labels
+    touch(dataset / "imagesTr" / "._lung_001_0000.nii.gz")  # macOS metadata, as in the MSD archives
+    touch(dataset / "imagesTr" / "lung_001_0001.nii.gz")  # a second channel of lung_001: not read
+    expected = [
+        Pair(case, dataset / "imagesTr" / f"{case}_0000.nii.gz", dataset / "labelsTr" / f"{case}.nii.gz")
+        for case in ("lung_001", "lung_002")
+    ]
+    assert find_pairs([dataset]) == expected
+    assert find_pairs([dataset / "imagesTr"]) == expected
+    # --mask-dir pairs by the same rule (channel 0 with its case); the ids then keep the file names
+    assert find_pairs([dataset / "imagesTr"], mask_dir=dataset / "labelsTr") == [
+        Pair(f"{pair.id}_0000", pair.image, pair.mask) for pair in expected
+    ]
+
+
+def test_msd_images_and_labels_share_their_names(tmp_path: Path) -> None:
+    volume_layouts.nifti_lps(tmp_path / "Task06_Lung" / "imagesTr" / "lung_001.nii.gz", LPS)
+    volume_layouts.nifti_lps(tmp_path / "Task06_Lung" / "labelsTr" / "lung_001.nii.gz", MASK)
+    [pair] = find_pairs([tmp_path / "Task06_Lung"])
+    assert (pair.id, pair.mask) == ("lung_001", tmp_path / "Task06_Lung" / "labelsTr" / "lung_001.nii.gz")
+
+
+def test_masks_named_with_seg_beside_their_images_pair_without_options(tmp_path: Path) -> None:
+    touch(
+        tmp_path / "case1.nii.gz",
+        tmp_path / "case1_seg.nii.gz",
+        tmp_path / "case2.mha",
+        tmp_path / "case2_seg.mha",
+    )
+    assert [(pair.id, pair.mask) for pair in find_pairs([tmp_path])] == [
+        ("case1", tmp_path / "case1_seg.nii.gz"),
+        ("case2", tmp_path / "case2_seg.mha"),
+    ]
+
+
+def test_a_folder_in_no_known_layout_is_named_with_the_layouts_accepted(tmp_path: Path) -> None:
+    touch(tmp_path / "scans" / "slice001.png", tmp_path / "scans" / "ct.raw")
+    pattern = re.escape(f"no volumes found in {tmp_path / 'scans'}") + "(?s:.*)"
+    for layout in (
+        "LUNA16",
+        "seg-lungs-LUNA16",
+        "images/",
+        "masks/",
+        "labels/",
+        "imagesTr/",
+        "labelsTr/",
+        "_0000",
+    ):
+        pattern += f"(?=(?s:.*){re.escape(layout)})"
+    with pytest.raises(UsageError, match=pattern + "(?=(?s:.*)DICOM)(?=(?s:.*)_seg)"):
+        find_pairs([tmp_path / "scans"])
+
+
+# -- DICOM found by content ------------------------------------------------------------------------------
+
+SERIES_A, SERIES_B, SERIES_C = (f"1.2.826.0.1.3680043.2.1125.9.{n}" for n in (11, 12, 13))
+
+
+def test_dicom_series_without_extensions_are_found_by_content_one_volume_per_series(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    flat = export / "PAT1"  # a PACS export: two series in one folder, files named by a counter
+    volume_layouts.dicom_series(flat, LPS, SERIES_A, names=[f"{k:08d}" for k in (4, 0, 2, 5, 1, 3)])
+    volume_layouts.dicom_series(flat, LPS[:4] + 7, SERIES_B, names=[f"{k:08d}" for k in (9, 6, 8, 7)])
+    own = volume_layouts.dicom_series(export / "PAT2" / "SE000001", LPS - 5, SERIES_C, part10=False)
+    touch(export / "README.TXT", export / "PAT2" / "VERSION")  # what else export media carry
+    pairs = find_pairs([export])
+    assert [(pair.id, pair.mask) for pair in pairs] == [
+        (SERIES_A, None),
+        (SERIES_B, None),
+        ("SE000001", None),
+    ]
+    assert pairs[2].image == own  # a folder holding one series is that series
+    for pair, expected in zip(pairs, (LPS, LPS[:4] + 7, LPS - 5), strict=True):
+        volume = read_volume(pair.image)
+        np.testing.assert_array_equal(volume.array, expected)  # sorted along the normal, not by file name
+        assert volume.spacing == pytest.approx(SPACING_ZYX)
+
+
+def test_any_file_of_a_series_reads_the_whole_series(tmp_path: Path) -> None:
+    volume_layouts.dicom_series(tmp_path / "flat", LPS, SERIES_A)
+    volume_layouts.dicom_series(tmp_path / "flat", LPS[:3] + 1, SERIES_B, names=["x1", "x2", "x3"])
+    np.testing.assert_array_equal(read_volume(tmp_path / "flat" / "x2").array, LPS[:3] + 1)
+    with raises_naming(tmp_path / "flat", "2 DICOM series", "give one file of a series"):
+        read_volume(tmp_path / "flat")
+
+
+def test_a_series_with_a_missing_slice_is_refused(tmp_path: Path) -> None:
+    series = volume_layouts.dicom_series(
+        tmp_path / "series", LPS, SERIES_A, names=[f"IM{k}" for k in range(Z)]
+    )
+    (series / "IM2").unlink()
+    with raises_naming(tmp_path / "series", "unevenly spaced", "missing"):
+        read_volume(series)
+
+
+def test_a_localizer_whose_slices_lie_in_several_planes_is_not_a_volume(tmp_path: Path) -> None:
+    planes = [volume_layouts.IDENTITY, (0.0, 1.0, 0.0, 0.0, 0.0, -1.0), (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)]
+    scout = volume_layouts.dicom_series(tmp_path / "scout", LPS[:3], SERIES_A, orientations=planes)
+    with raises_naming(scout, "3 orientations", "localizer"):
+        read_volume(scout / "IM0001")
+    ct = volume_layouts.dicom_series(tmp_path / "ct", LPS, SERIES_B)
+    # exported with its own scout, as CT studies are: the folder still reads as the CT
+    volume_layouts.dicom_series(ct, LPS[:3], SERIES_C, names=["S1", "S2", "S3"], orientations=planes)
+    np.testing.assert_array_equal(read_volume(ct).array, LPS)
+    left_out: list[str] = []
+    assert [pair.id for pair in find_pairs([tmp_path], on_left_out=left_out.append)] == ["ct"]
+    assert sorted(note.split(":")[0] for note in left_out) == [str(ct), str(scout)]
+    assert all("localizer" in note for note in left_out)
+
+
+def test_the_dicomdir_export_shipped_with_pydicom_gives_one_volume_per_series(tmp_path: Path) -> None:
+    export = volume_layouts.shipped_dicomdir_export(tmp_path / "dicomdirtests")
+    left_out: list[str] = []
+    pairs = find_pairs([export], on_left_out=left_out.append)
+    folders = sorted({pair.image.relative_to(export).parts[1] for pair in pairs})
+    assert folders == ["CR1", "CR2", "CR3", "CT2", "CT5N", "MR1", "MR2"]
+    assert len(pairs) == 9  # MR1 holds three one-slice series; MR2 one besides its two localizers
+    assert sorted(note.split(":")[0].rsplit("/", 1)[-1] for note in left_out) == [
+        "CT2N",
+        "MR2",
+        "MR2",
+        "MR700",
+    ]
+    ct = read_volume(export / "98892001" / "CT5N")
+    assert ct.array.shape == (5, 16, 16) and ct.spacing == pytest.approx((2.5, 0.488281, 0.488281))
+    first = pydicom.dcmread(export / "98892001" / "CT5N" / "3353")  # lowest z: the first LPS slice
+    np.testing.assert_array_equal(
+        ct.array[0], first.pixel_array * float(first.RescaleSlope) + float(first.RescaleIntercept)
+    )
+    with raises_naming(export / "77654033" / "CT2", "unevenly spaced"):
+        read_volume(export / "77654033" / "CT2")

@@ -6,12 +6,15 @@ own set-up is `configs/paper.yaml` (focal loss, width 16, every slice, 960 slice
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from medkit import option
 from medkit.config import OptimizerConfig, RecipeConfig, TrainingConfig
+
+LION_LR, LION_WEIGHT_DECAY = 1e-4, 1e-2  # the authors' Lion runs (spec, Training facts)
+CPU_WIDTH = 8  # the train recipe's default width b: a CPU demo (the paper's set-up: 16)
 
 
 @dataclass(kw_only=True)
@@ -35,6 +38,21 @@ class SamplerConfig:
     slices: Literal["all", "labelled"] = option(
         "labelled", help="draw only from slices with lung or airway (default) or from every slice (the paper)"
     )
+
+
+@dataclass(kw_only=True)
+class ValSamplerConfig:
+    """Which validation slices each evaluation scores; the authors drew them through the training sampler with
+    K=3, M=10 and 384 samples (spec, sampler section)."""
+
+    method: Literal["labelled", "resident"] = option(
+        "labelled",
+        help="labelled: every slice with lung or airway of the validation volumes; resident: the paper's "
+        "limited-RAM sampler (same slices every epoch, drawn from the slices sampler.slices allows)",
+    )
+    resident: int = option(3, help="resident: K, validation volumes resident in RAM (paper: 3)", minimum=1)
+    uses: int = option(10, help="resident: M, slices drawn from each resident volume (paper: 10)", minimum=1)
+    samples: int = option(384, help="resident: slices scored per evaluation (paper: 384)", minimum=1)
 
 
 @dataclass(kw_only=True)
@@ -65,8 +83,8 @@ class PhantomConfig:
 class TrainSegConfig(TrainingConfig):
     arch: str = option("attn_unetpp_v2", help="architecture name (--arch); see `medkit describe ct-seg`")
     model: dict[str, Any] = option(
-        default_factory=lambda: {"b": 8},
-        help="architecture options; default width b=8 for a CPU demo (paper: 16)",
+        default_factory=lambda: {"b": CPU_WIDTH},
+        help="architecture options; default width b=8 for a CPU demo (paper: 16; DeepLab has no width)",
     )
     epochs: int = option(14, help="number of epochs", minimum=1)
     batch_size: int = option(8, help="slices per batch (paper's choice: 8)", minimum=1)
@@ -83,7 +101,9 @@ class TrainSegConfig(TrainingConfig):
         help="optimiser (paper: Adam without a schedule)",
     )
     lion: bool = option(
-        False, help="use Lion (lion-pytorch) instead of optim.name; the authors ran lr 1e-4, wd 1e-2"
+        False,
+        help="deprecated alias of optim.name=lion with the authors' optim.lr=1e-4, optim.weight_decay=1e-2; "
+        "set optim.* instead",
     )
     image_size: int = option(128, help="slices are resized to this side (paper: 128)")
     intensity: Literal["minmax", "window"] = option(
@@ -93,7 +113,17 @@ class TrainSegConfig(TrainingConfig):
     label_map: dict[int, int] = option(
         default_factory=dict, help="mask value -> class, e.g. LUNA16 {3: 1, 4: 2, 5: 3}; unlisted values -> 0"
     )
-    val_fraction: float = option(0.25, help="share of volumes held out for validation")
+    val_fraction: float = option(
+        0.25, help="share of --data volumes held out for validation (unused when val_data is given)"
+    )
+    val_data: Path | None = option(
+        None,
+        help="validation volumes, opened as --data is (the authors' split: LUNA16 subset0 trains, subset1 "
+        "validates); every --data volume then trains",
+    )
+    val_sampler: ValSamplerConfig = option(
+        default_factory=ValSamplerConfig, help="which validation slices are scored"
+    )
     sampler: SamplerConfig = option(default_factory=SamplerConfig, help="limited-RAM sampler")
     augment: AugmentConfig = option(default_factory=AugmentConfig, help="augmentations")
     phantoms: PhantomConfig = option(default_factory=PhantomConfig, help="embedded default data")
@@ -101,6 +131,15 @@ class TrainSegConfig(TrainingConfig):
     monitor_mode: Literal["min", "max"] = option(
         "max", help="whether the monitored figure should fall or rise"
     )
+
+    def __post_init__(self) -> None:
+        # `lion: true` (older configs and runs) stays valid and means the authors' Lion run
+        if self.lion:
+            self.optim = replace(self.optim, name="lion", lr=LION_LR, weight_decay=LION_WEIGHT_DECAY)
+        if self.arch.startswith("deeplab") and self.model.get("b") == CPU_WIDTH:
+            # the default width does not apply to DeepLab, which has none; its builders refuse any width a
+            # user gives, so that a width sweep cannot train one model several times
+            self.model = {key: value for key, value in self.model.items() if key != "b"}
 
     def figure_names(self) -> list[str]:
         from .data import CLASS_NAMES
@@ -128,3 +167,17 @@ class PredictSegConfig(RecipeConfig):
     phantoms: int = option(2, help="without --data: how many unseen phantoms to segment and score")
     phantom_slices: int = option(48, help="without --data: slices per phantom")
     overlays: int = option(3, help="PNG overlays per volume (the slices with the most airway)")
+    label_map: dict[int, int] = option(
+        default_factory=dict,
+        help="mask value -> class for scoring, as in training; default: the --data layout's (LUNA16: 3/4/5 -> 1/2/3)",
+    )
+    surface_tolerance_mm: float = option(
+        1.0,
+        help="surface Dice counts boundary voxels within this distance of the other boundary",
+        minimum=0.0,
+    )
+    score_slices: Literal["labelled", "all"] = option(
+        "labelled",
+        help="slices the report's per-slice figures average over: those with lung or airway in the mask (as "
+        "training's validation) or every slice",
+    )

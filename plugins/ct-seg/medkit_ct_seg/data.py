@@ -1,7 +1,8 @@
 """Where ct-seg's slices come from: the embedded phantoms, a slice cache, or a folder of volumes and masks.
 
 Everything is read through the core H5 slice cache; a folder is converted into a cache once (kept in the user
-cache folder, keyed by the folder's path) so that later runs start at once.
+cache folder, keyed by the volumes found in it) so that later runs start at once. The folder's layout (LUNA16,
+images/ + masks/, nnU-Net, ``<name>_seg`` masks, DICOM series) is recognised by the core's ``find_layout``.
 """
 
 from __future__ import annotations
@@ -16,15 +17,23 @@ import numpy as np
 
 from medkit import UsageError
 from medkit.cache.build import build_cache
-from medkit.cache.pairing import Pair, find_pairs
+from medkit.cache.pairing import (
+    LAYOUTS,
+    LUNA16,
+    VOLUMES,
+    Layout,
+    Pair,
+    find_layout,
+    layouts_text,
+)
 from medkit.cache.store import Preprocessing, SliceCache
 from medkit.user_cache import build_once, cache_folder
 
 from .phantoms import phantom
 
-CLASS_NAMES = ("background", "right_lung", "left_lung", "airway")
-LUNA16_LABELS = {3: 1, 4: 2, 5: 3}  # seg-lungs-LUNA16: 3, 4 the lungs, 5 the trachea (spec, Task)
-LUNA16_MASKS = "seg-lungs-LUNA16"
+CLASS_NAMES = ("background", "left_lung", "right_lung", "airway")  # the report's order, section 5
+# seg-lungs-LUNA16: 3 left lung, 4 right lung, 5 trachea (ct-seg README, "Class order")
+LUNA16_LABELS = {3: 1, 4: 2, 5: 3}
 
 
 def cache_root() -> Path:
@@ -33,7 +42,7 @@ def cache_root() -> Path:
 
 def phantom_cache(volumes: int, slices: int, size: int, seed: int = 0) -> Path:
     """The embedded phantoms as a slice cache (generated once, about a second per phantom)."""
-    target = cache_root() / f"phantoms-v2-{volumes}x{slices}x{size}-seed{seed}.h5"
+    target = cache_root() / f"phantoms-v3-{volumes}x{slices}x{size}-seed{seed}.h5"
 
     def build(path: Path) -> None:
         with tempfile.TemporaryDirectory() as folder:
@@ -48,18 +57,43 @@ def phantom_cache(volumes: int, slices: int, size: int, seed: int = 0) -> Path:
     return build_once(target, build)
 
 
+def implied_labels(layout: Layout) -> dict[int, int]:
+    """LUNA16's masks hold 3, 4, 5 for the classes 1, 2, 3; the other layouts hold the classes themselves."""
+    return dict(LUNA16_LABELS) if layout.name == LUNA16 else {}
+
+
 def folder_cache(folder: Path) -> tuple[Path, dict[int, int]]:
-    """A folder of volumes as a slice cache, and the label map its layout implies (LUNA16 or ``*_seg``)."""
+    """A folder in any accepted layout as a slice cache, and the label map its layout implies."""
+    layout = find_layout(Path(folder).resolve())
+    return layout_cache(Path(folder), layout), implied_labels(layout)
+
+
+def layout_cache(folder: Path, layout: Layout) -> Path:
+    """``layout``'s volumes converted into a cache once. The key covers every pair, so added, removed or
+    re-paired volumes give a new cache instead of a stale one."""
     folder = Path(folder).resolve()
-    luna = next((p for p in (folder / LUNA16_MASKS, folder.parent / LUNA16_MASKS) if p.is_dir()), None)
-    key = hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+    listing = "\n".join(f"{pair.id}\t{pair.image}\t{pair.mask or ''}" for pair in layout.pairs)
+    key = hashlib.sha256(f"{folder}\n{layout.name}\n{listing}".encode()).hexdigest()[:16]
     target = cache_root() / f"data-{folder.name}-{key}.h5"
 
     def build(path: Path) -> None:
-        rule = {"mask_dir": luna} if luna else {"mask_suffix": "_seg"}
-        build_cache(find_pairs([folder], **rule), path, workers=min(4, os.cpu_count() or 1))
+        build_cache(layout.pairs, path, workers=min(4, os.cpu_count() or 1))
 
-    return build_once(target, build), (LUNA16_LABELS if luna else {})
+    return build_once(target, build)
+
+
+def require_masks(folder: Path, layout: Layout) -> None:
+    """Training needs a mask for every volume: say so before converting a folder, not after."""
+    unlabelled = [pair.id for pair in layout.pairs if pair.mask is None]
+    if not unlabelled:
+        return
+    with_masks = [name for name in LAYOUTS if name != VOLUMES]
+    raise UsageError(
+        f"{folder}: {len(unlabelled)} of {len(layout.pairs)} volume(s) have no mask (e.g. {unlabelled[0]}); "
+        "training needs a mask for every volume. Volumes without masks, DICOM series among them, can be "
+        f"segmented with `medkit run ct-seg predict --data {folder}`. To train, lay the data out as one of:\n"
+        + layouts_text(with_masks)
+    )
 
 
 def open_cache(data: Path | None, config: Any) -> tuple[SliceCache, dict[int, int]]:
@@ -70,8 +104,10 @@ def open_cache(data: Path | None, config: Any) -> tuple[SliceCache, dict[int, in
     elif Path(data).is_file():
         path = Path(data)
     else:
-        path, implied = folder_cache(Path(data))
-        label_map = label_map or implied
+        layout = find_layout(Path(data).resolve())
+        require_masks(Path(data), layout)
+        path = layout_cache(Path(data), layout)
+        label_map = label_map or implied_labels(layout)
     cache = SliceCache(path)
     cache.preprocessing = (
         Preprocessing("minmax") if config.intensity == "minmax" else Preprocessing("window", *config.window)

@@ -99,7 +99,7 @@ def register_datasets(register):
             name="folder",
             target="medkit_ct_seg.data:folder_cache",
             task="segmentation",
-            summary="a folder of volumes with masks (LUNA16 layout or *_seg files), cached once",
+            summary="a folder of volumes with masks (LUNA16, images/+masks/, imagesTr/labelsTr or *_seg), cached once",
         )
     )
 

@@ -15,22 +15,32 @@ from medkit import RecipeConfig, UsageError, option
 from medkit.config import Layer, resolve_config, to_plain
 from medkit.suggest import did_you_mean
 
-from .config import TrainSegConfig
+from .config import LION_LR, LION_WEIGHT_DECAY, TrainSegConfig
 from .plugin import ARCHITECTURES
 
 STUDIES = ("architectures", "batch_sizes", "losses", "optimizers", "augmentations")
 StudyName = Literal["architectures", "batch_sizes", "losses", "optimizers", "augmentations"]
 
-PAPER_FAMILIES = (  # the spec's parameter table: 8 families x widths 8..128
-    "mini_unet",
-    "unet",
-    "max_unet",
-    "unetpp",
-    "attn_unetpp_v1",
-    "attn_unetpp_v2",
-    "attn_unetpp_v3",
-    "attn_unetpp_v4",
-)
+# models/deeplab.py's networks have no width (they refuse b): a width sweep trains each of them once
+WIDTHLESS = frozenset(name for name, (module, _) in ARCHITECTURES.items() if module == "deeplab")
+
+_TO_128, _TO_64 = (8, 16, 32, 64, 128), (8, 16, 32, 64)
+# The report's architecture study (section 5), the number in brackets being the width b: 48 networks
+REPORT_ARCHITECTURES: dict[str, tuple[int | None, ...]] = {
+    "mini_unet": _TO_128,
+    "unet": _TO_128,
+    "max_unet": _TO_128,
+    "unetpp": _TO_64,  # "UNet++ and Attention U-Net++ V1 ... 8, 16, 32, 64"
+    "attn_unetpp_v1": _TO_64,
+    "attn_unetpp_v2": _TO_64,  # "V2, V3, V4 ... likewise 8, 16, 32, 64"
+    "attn_unetpp_v3": _TO_64,
+    "attn_unetpp_v4": _TO_64,
+    "medt": _TO_128,
+    "transunet": _TO_128,
+    "deeplabv3plus_mobilenetv2": (None,),
+    "deeplabv3plus_mobilenetv2_cbam": (None,),
+    "deeplabv3plus_efficientnetb0_cbam": (None,),
+}
 
 _NO_AUGMENTATION = {
     "rotate_degrees": 0.0,
@@ -40,16 +50,18 @@ _NO_AUGMENTATION = {
     "blur": False,
     "flips": False,
 }
-_PAPER_AUGMENTATION = {**_NO_AUGMENTATION, "rotate_degrees": 5.0, "crop_scale": 0.95}
-AUGMENTATIONS: dict[str, dict[str, Any]] = {
+AUGMENTATIONS: dict[str, dict[str, Any]] = {  # each alone over the resize, as the report compared them
     "none": _NO_AUGMENTATION,
-    "paper": _PAPER_AUGMENTATION,  # rotation 5 degrees (p 0.7), crop 95-100 % (spec, Training facts)
+    "crop": {**_NO_AUGMENTATION, "crop_scale": 0.95},  # random resized crop, 95-100 % of the area
+    "rotation": {**_NO_AUGMENTATION, "rotate_degrees": 5.0},  # within 5 degrees (p 0.7): the report's choice
     # the authors' Gauss noise var 5-20 on a 0-255 scale: std up to sqrt(20) / 255 = 0.018 on [0, 1]
-    "paper+noise": {**_PAPER_AUGMENTATION, "noise_std": 0.018},
-    "paper+brightness_contrast": {**_PAPER_AUGMENTATION, "brightness_contrast": 0.2},
-    "paper+blur": {**_PAPER_AUGMENTATION, "blur": True},  # the report advises against blur and flips
-    "paper+flips": {**_PAPER_AUGMENTATION, "flips": True},
+    "noise": {**_NO_AUGMENTATION, "noise_std": 0.018},
+    # not in the report's study; it advises against blur (erases the trachea) and flips (swap the lungs)
+    "brightness_contrast": {**_NO_AUGMENTATION, "brightness_contrast": 0.2},
+    "blur": {**_NO_AUGMENTATION, "blur": True},
+    "flips": {**_NO_AUGMENTATION, "flips": True},
 }
+REPORT_AUGMENTATIONS = ("none", "crop", "rotation", "noise")  # section 5 and appendix G (Г)
 
 RANKING = {"monitor": "val/mean_dice", "monitor_mode": "max"}  # the report ranks by validation mean Dice
 
@@ -59,8 +71,8 @@ class Scale:
     """The options every trial shares at one scale, and the default grid of each study."""
 
     base: dict[str, Any]
-    archs: tuple[str, ...]
-    widths: tuple[int, ...]
+    architectures: dict[str, tuple[int | None, ...]]  # name -> its widths (None: a network without one)
+    widths: tuple[int, ...]  # the widths of a name the scale does not list
     batch_sizes: tuple[int, ...]
     losses: tuple[str, ...]
     augmentations: tuple[str, ...]
@@ -77,13 +89,14 @@ SCALES = {
             "phantoms": {"volumes": 8, "slices": 16},
             "sampler": {"samples_per_epoch": 96, "resident": 4, "uses": 8},
         },
-        archs=("mini_unet", "unet", "attn_unetpp_v2"),
+        architectures={"mini_unet": (8,), "unet": (8,), "attn_unetpp_v2": (8,)},
         widths=(8,),
         batch_sizes=(4, 8, 16),
         losses=("ce", "focal", "hybrid"),
-        augmentations=("none", "paper", "paper+noise"),
+        augmentations=("none", "rotation", "noise"),
     ),
-    # configs/paper.yaml (the authors' set-up) with the report's best architecture: 60 trials, a GPU's work
+    # configs/paper.yaml (the report's chosen recipe) with its best architecture, over the report's grids:
+    # 48 + 7 + 5 + 2 + 4 = 66 trials, a GPU's work
     "paper": Scale(
         base={
             "arch": "attn_unetpp_v2",
@@ -101,13 +114,14 @@ SCALES = {
                 "samples_per_epoch": 960,
                 "slices": "all",
             },
-            "augment": _PAPER_AUGMENTATION,
+            "val_sampler": {"method": "resident", "resident": 3, "uses": 10, "samples": 384},
+            "augment": AUGMENTATIONS["rotation"],
         },
-        archs=PAPER_FAMILIES,
-        widths=(8, 16, 32, 64, 128),
+        architectures=REPORT_ARCHITECTURES,
+        widths=_TO_128,
         batch_sizes=(2, 4, 8, 16, 32, 64, 128),
         losses=("ce", "dice", "focal", "iou", "hybrid"),
-        augmentations=tuple(AUGMENTATIONS),
+        augmentations=REPORT_AUGMENTATIONS,
     ),
 }
 
@@ -117,7 +131,7 @@ class StudySegConfig(RecipeConfig):
     scale: Literal["small", "paper"] = option(
         "small",
         help="small: 14 short trials on tiny phantoms (64 px, b=8, 3 epochs), a few CPU minutes; "
-        "paper: the report's grid, configs/paper.yaml for 100 epochs, 60 trials (hours to days on a GPU)",
+        "paper: the report's grids over configs/paper.yaml for 100 epochs, 66 trials (days on a GPU)",
     )
     studies: list[StudyName] = option(default_factory=lambda: list(STUDIES), help="which studies to run")
     base: dict[str, Any] = option(
@@ -128,10 +142,12 @@ class StudySegConfig(RecipeConfig):
     archs: list[str] | None = option(
         None,
         help="architectures study: names (null: the scale's; small: mini_unet unet attn_unetpp_v2; "
-        "paper: the spec table's 8 families)",
+        "paper: the report's 13 networks)",
     )
     widths: list[int] | None = option(
-        None, help="architectures study: widths b (null: small 8; paper 8 16 32 64 128)"
+        None,
+        help="architectures study: widths b of every name (null: small 8; paper: the report's, 8-128 for the "
+        "U-Nets, MedT and TransUNet, 8-64 for U-Net++ and AU-Net++); DeepLab has none and runs once",
     )
     batch_sizes: list[int] | None = option(None, help="batch sizes (null: small 4 8 16; paper 2 4 ... 128)")
     losses: list[str] | None = option(
@@ -140,12 +156,12 @@ class StudySegConfig(RecipeConfig):
     optimizers: list[Literal["adam", "lion"]] = option(
         default_factory=lambda: ["adam", "lion"], help="Adam (the base's lr) against Lion"
     )
-    lion_lr: float = option(1e-4, help="Lion's learning rate (the authors': 1e-4)")
-    lion_weight_decay: float = option(1e-2, help="Lion's weight decay (the authors': 1e-2)")
+    lion_lr: float = option(LION_LR, help="Lion's learning rate (the authors': 1e-4)")
+    lion_weight_decay: float = option(LION_WEIGHT_DECAY, help="Lion's weight decay (the authors': 1e-2)")
     augmentations: list[str] | None = option(
         None,
-        help=f"augmentation presets: {', '.join(AUGMENTATIONS)} (null: small none paper paper+noise; "
-        "paper: all)",
+        help=f"augmentation presets, each alone: {', '.join(AUGMENTATIONS)} (null: small none rotation "
+        "noise; paper: the report's none crop rotation noise)",
     )
 
     def validate(self) -> None:
@@ -169,9 +185,32 @@ def _grid(config: StudySegConfig, key: str) -> list[Any]:
     return list(getattr(SCALES[config.scale], key) if chosen is None else chosen)
 
 
+def _widths(config: StudySegConfig, arch: str) -> list[int | None]:
+    if arch in WIDTHLESS:
+        return [None]
+    if config.widths is not None:
+        return list(config.widths)
+    scale = SCALES[config.scale]
+    return list(scale.architectures.get(arch, scale.widths))
+
+
+def architecture_grid(config: StudySegConfig) -> list[tuple[str, int | None]]:
+    """(name, width) of every network of the architectures study; width None for one without a width."""
+    archs = list(SCALES[config.scale].architectures) if config.archs is None else config.archs
+    return [(arch, width) for arch in archs for width in _widths(config, arch)]
+
+
+def _architecture(arch: str, width: int | None) -> Trial:
+    # b=None clears the width the trial would otherwise share with the base (DeepLab refuses one)
+    name = arch if width is None else f"{arch}-b{width}"
+    return Trial("architectures", name, {"arch": arch, "model": {"b": width}})
+
+
 def _optimizer(config: StudySegConfig, name: str) -> dict[str, Any]:
+    # lion=False: the deprecated alias in a base would turn the Adam trial into Lion
     if name == "lion":
-        return {"lion": True, "optim": {"lr": config.lion_lr, "weight_decay": config.lion_weight_decay}}
+        lion = {"name": "lion", "lr": config.lion_lr, "weight_decay": config.lion_weight_decay}
+        return {"lion": False, "optim": lion}
     return {"lion": False, "optim": {"name": "adam"}}
 
 
@@ -184,11 +223,7 @@ def _augmentation(name: str) -> dict[str, Any]:
 def trials(config: StudySegConfig) -> list[Trial]:
     """Every trial of the chosen studies, study by study in the order of ``STUDIES``."""
     planned: dict[str, list[Trial]] = {
-        "architectures": [
-            Trial("architectures", f"{arch}-b{width}", {"arch": arch, "model": {"b": width}})
-            for arch in _grid(config, "archs")
-            for width in _grid(config, "widths")
-        ],
+        "architectures": [_architecture(arch, width) for arch, width in architecture_grid(config)],
         "batch_sizes": [
             Trial("batch_sizes", f"batch{size}", {"batch_size": size})
             for size in _grid(config, "batch_sizes")
@@ -249,6 +284,6 @@ def settings(train_config: Any) -> dict[str, Any]:
         "width": train_config.model.get("b"),
         "batch_size": train_config.batch_size,
         "loss": train_config.loss,
-        "optimizer": "lion" if train_config.lion else train_config.optim.name,
+        "optimizer": train_config.optim.name,
         "augmentation": preset,
     }

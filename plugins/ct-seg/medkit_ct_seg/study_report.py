@@ -18,7 +18,7 @@ from typing import Any
 from medkit.atomic import atomic_write_text
 from medkit.plots import pyplot, save_figure
 
-FOREGROUND = ("right_lung", "left_lung", "airway")
+FOREGROUND = ("left_lung", "right_lung", "airway")
 SETTINGS = ("arch", "width", "batch_size", "loss", "optimizer", "augmentation")
 FIGURES = (
     "parameters",

@@ -3,17 +3,25 @@ slice transforms that move image and mask together."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
+import SimpleITK as sitk
 import torch
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from medkit import UsageError
 from medkit.cache.build import build_cache
 from medkit.cache.pairing import Pair
 from medkit.cache.store import SliceCache
+from medkit.testing import run_cli
 from medkit_ct_seg.augment import SliceTransform
-from medkit_ct_seg.config import AugmentConfig
-from medkit_ct_seg.data import check_labels, split_volumes
+from medkit_ct_seg.config import AugmentConfig, TrainSegConfig
+from medkit_ct_seg.data import LUNA16_LABELS, check_labels, open_cache, split_volumes
 from medkit_ct_seg.phantoms import AIRWAY, LEFT_LUNG, RIGHT_LUNG, phantom
 
 
@@ -101,3 +109,125 @@ def test_transforms_move_image_and_mask_together_and_map_labels():
 def test_flips_and_blur_are_off_by_default_because_they_swap_lungs_and_erase_the_trachea():
     defaults = AugmentConfig()
     assert defaults.flips is False and defaults.blur is False
+
+
+# -- --data in the layouts real data sets ship in --------------------------------------------------------
+
+
+def nifti(path: Path, lps: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(
+        nib.Nifti1Image(np.ascontiguousarray(lps.transpose(2, 1, 0)), np.diag([0.7, 0.7, 2.5, 1.0])), path
+    )
+
+
+def luna16(root: Path, given: str) -> Path:
+    """As LUNA16 ships: MetaImage headers with zlib-compressed .zraw data, lungs 3 and 4, trachea 5."""
+    for i in range(3):
+        image, mask = phantom(6, 32, seed=i)
+        luna_mask = np.where(mask > 0, mask + 2, 0).astype(np.uint8)
+        for folder, array in ((f"subset{i // 2}", image), ("seg-lungs-LUNA16", luna_mask)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            path = root / folder / f"1.3.6.1.4.1.14519.{i}.mhd"
+            sitk.WriteImage(sitk.GetImageFromArray(array), str(path), useCompression=True)
+    return root if given == "root" else root / "subset0"
+
+
+def images_and_masks(root: Path, masks: str) -> Path:
+    for i in range(3):
+        image, mask = phantom(6, 32, seed=i)
+        nifti(root / "images" / f"case{i}.nii.gz", image)
+        nifti(root / masks / f"case{i}.nii.gz", mask)
+    return root
+
+
+def nnunet(root: Path) -> Path:
+    for i in range(3):
+        image, mask = phantom(6, 32, seed=i)
+        nifti(root / "imagesTr" / f"lung_{i:03d}_0000.nii.gz", image)
+        nifti(root / "labelsTr" / f"lung_{i:03d}.nii.gz", mask)
+    return root
+
+
+LAYOUTS = {
+    "LUNA16 root": (lambda root: luna16(root, "root"), 3, LUNA16_LABELS),
+    "LUNA16 subset": (lambda root: luna16(root, "subset"), 2, LUNA16_LABELS),
+    "images + masks": (lambda root: images_and_masks(root, "masks"), 3, {}),
+    "images + labels": (lambda root: images_and_masks(root, "labels"), 3, {}),
+    "nnU-Net": (nnunet, 3, {}),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_data_in_each_layout_real_data_ships_in_opens_as_a_labelled_cache(tmp_path, layout):
+    write, volumes, label_map = LAYOUTS[layout]
+    cache, implied = open_cache(write(tmp_path / "data"), TrainSegConfig())
+    assert len(cache) == volumes and all(info.has_mask for info in cache.volumes)
+    assert implied == label_map
+
+
+def pacs_export(root: Path) -> Path:
+    """Extension-less DICOM files of two CT series in one folder, as a PACS export writes them."""
+    (root / "EXPORT").mkdir(parents=True)
+    for series, seed in (("1.2.826.0.1.3680043.2.1125.9.21", 0), ("1.2.826.0.1.3680043.2.1125.9.22", 1)):
+        image, _ = phantom(4, 32, seed=seed)
+        for k, plane in enumerate(image):
+            pydicom.dcmwrite(
+                root / "EXPORT" / f"{seed}{k:07d}", ct_slice(plane, series, k), enforce_file_format=True
+            )
+    return root
+
+
+def ct_slice(plane: np.ndarray, series: str, k: int) -> pydicom.Dataset:
+    """Slice ``k`` of an axial CT series, 2.5 mm apart, as a DICOM Part 10 data set."""
+    dataset = pydicom.Dataset()
+    dataset.file_meta = pydicom.dataset.FileMetaDataset()
+    dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.preamble = b"\0" * 128
+    dataset.SeriesInstanceUID, dataset.InstanceNumber = series, k + 1
+    dataset.ImagePositionPatient, dataset.ImageOrientationPatient = [0, 0, 2.5 * k], [1, 0, 0, 0, 1, 0]
+    dataset.PixelSpacing, (dataset.Rows, dataset.Columns) = [0.7, 0.7], plane.shape
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated = dataset.BitsStored = 16
+    dataset.HighBit, dataset.PixelRepresentation = 15, 1
+    dataset.PixelData = plane.astype("<i2").tobytes()
+    return dataset
+
+
+def test_dicom_data_without_masks_is_refused_for_training_with_what_to_do(tmp_path):
+    data = pacs_export(tmp_path / "pacs")
+    with pytest.raises(
+        UsageError, match=r"(?s)2 of 2 volume\(s\) have no mask.*DICOM.*predict.*seg-lungs-LUNA16"
+    ):
+        open_cache(data, TrainSegConfig())
+
+
+def test_data_in_no_known_layout_names_the_folder_and_the_layouts_accepted(tmp_path):
+    (tmp_path / "pngs").mkdir()
+    (tmp_path / "pngs" / "slice1.png").write_bytes(b"\x89PNG")
+    with pytest.raises(UsageError, match=r"(?s)pngs.*LUNA16.*labels/.*imagesTr/"):
+        open_cache(tmp_path / "pngs", TrainSegConfig())
+
+
+TINY = ["--device", "cpu", "--set", "image_size=32"]
+SAMPLER = ["sampler.samples_per_epoch=8", "sampler.resident=2", "sampler.uses=4"]
+TINY_TRAINING = [*TINY, "--arch", "mini_unet", "--epochs", "1", "--set", "model.b=8"]
+TINY_TRAINING += [arg for setting in SAMPLER for arg in ("--set", setting)]
+
+
+def test_a_model_trained_on_an_nnunet_folder_segments_the_series_of_a_pacs_export(tmp_path):
+    run = tmp_path / "run"
+    data = nnunet(tmp_path / "nnunet")
+    trained = run_cli(["run", "ct-seg", "--data", str(data), "--out", str(run), *TINY_TRAINING])
+    assert trained.exit_code == 0, trained.output
+    checkpoint = f"checkpoint={run / 'checkpoints' / 'best.pt'}"
+    export = pacs_export(tmp_path / "pacs")
+    out = tmp_path / "predicted"
+    predicted = run_cli(
+        ["run", "ct-seg", "predict", "--data", str(export), "--out", str(out), "--set", checkpoint, *TINY]
+    )
+    assert predicted.exit_code == 0, predicted.output
+    volumes = json.loads((out / "summary.json").read_text())["volumes"]
+    assert sorted(volumes) == ["1.2.826.0.1.3680043.2.1125.9.21", "1.2.826.0.1.3680043.2.1125.9.22"]

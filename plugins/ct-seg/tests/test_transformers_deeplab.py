@@ -10,6 +10,7 @@ import torch
 import torchvision
 
 from medkit import UsageError
+from medkit.testing import run_cli
 from medkit_ct_seg.models.deeplab import (
     CBAM,
     deeplabv3plus_efficientnetb0_cbam,
@@ -18,15 +19,16 @@ from medkit_ct_seg.models.deeplab import (
 )
 from medkit_ct_seg.models.transformers import medt, transunet, transunet_tokens
 
-# name -> (factory, a small width for CPU forwards, expected stride)
-ARCHITECTURES: dict[str, tuple[Callable[..., torch.nn.Module], int, int]] = {
+# name -> (factory, a small width for CPU forwards (None: the network has no width), expected stride)
+ARCHITECTURES: dict[str, tuple[Callable[..., torch.nn.Module], int | None, int]] = {
     "medt": (medt, 4, 16),
     "transunet": (transunet, 4, 16),
     "transunet_tokens": (transunet_tokens, 4, 16),
-    "deeplabv3plus_mobilenetv2": (deeplabv3plus_mobilenetv2, 8, 32),
-    "deeplabv3plus_mobilenetv2_cbam": (deeplabv3plus_mobilenetv2_cbam, 8, 32),
-    "deeplabv3plus_efficientnetb0_cbam": (deeplabv3plus_efficientnetb0_cbam, 8, 32),
+    "deeplabv3plus_mobilenetv2": (deeplabv3plus_mobilenetv2, None, 32),
+    "deeplabv3plus_mobilenetv2_cbam": (deeplabv3plus_mobilenetv2_cbam, None, 32),
+    "deeplabv3plus_efficientnetb0_cbam": (deeplabv3plus_efficientnetb0_cbam, None, 32),
 }
+DEEPLABS = [name for name in ARCHITECTURES if name.startswith("deeplab")]
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +127,28 @@ def test_deeplab_reports_a_missing_or_wrong_weights_file(tmp_path: Path) -> None
     torch.save(torchvision.models.efficientnet_b0(weights=None).state_dict(), wrong)
     with pytest.raises(UsageError, match="does not hold the backbone's torchvision weights"):
         deeplabv3plus_mobilenetv2(weights_path=str(wrong))
+
+
+@pytest.mark.parametrize("name", DEEPLABS)
+@pytest.mark.parametrize("b", [8, 64])
+def test_deeplab_has_no_width_and_refuses_one(name: str, b: int) -> None:
+    with pytest.raises(UsageError, match=rf"{name}: DeepLab has no width option .*got b={b}"):
+        ARCHITECTURES[name][0](b=b)
+
+
+def test_training_deeplab_at_a_width_stops_before_training_and_says_how_to_drop_it(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["run", "ct-seg", "--arch", "deeplabv3plus_mobilenetv2", "--out", str(out), "--device", "cpu"]
+    sizes = ["--set", "image_size=32", "--set", "phantoms.volumes=2", "--set", "phantoms.slices=4"]
+    result = run_cli([*args, "--set", "model.b=16", *sizes])
+    assert result.exit_code == 2, result.output
+    assert "DeepLab has no width option" in result.output and "--set model.b=null" in result.output
+    assert not out.exists()
+
+
+def test_deeplab_runs_with_a_plain_arch_flag_the_default_width_not_applying_to_it(tmp_path: Path) -> None:
+    result = run_cli(["run", "ct-seg", "--arch", "deeplabv3plus_mobilenetv2", "--print-config"])
+    assert result.exit_code == 0, result.output
+    assert "b: 8" not in result.output
+    default = run_cli(["run", "ct-seg", "--print-config"])
+    assert "b: 8" in default.output  # the other architectures keep the CPU width

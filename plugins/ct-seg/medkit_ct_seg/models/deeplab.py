@@ -3,8 +3,9 @@
 Shape of every variant (spec "Architectures", DeepLabv3+): stem -> backbone with two taps (stride 4 and 32) ->
 ASPP on the deep tap -> decoder joining the shallow tap -> head -> bilinear upsampling to the input size.
 Backbones start from random weights (``weights=None``; nothing is downloaded); ``weights_path`` loads a local
-torchvision state dict instead. The width ``b`` is accepted so that a width sweep (``--set model.b=...``) can
-include these names, and ignored: the backbones are fixed and ASPP/decoder keep the paper's 256 channels.
+torchvision state dict instead. There is no width: the backbones are fixed and ASPP/decoder keep the paper's 256
+channels, so the factories refuse a width ``b`` (a width sweep would otherwise train the same network again and
+again) and take ``b=None``, which a config uses to clear a width it shares with the U-Net family.
 """
 
 from __future__ import annotations
@@ -241,22 +242,34 @@ class DeepLabV3PlusEfficientNetB0CBAM(DeepLabV3Plus):
         return adapter(self.in_channels), TappedFeatures(features, low=2, high=8)
 
 
+def refuse_width(arch: str, b: int | None) -> None:
+    """DeepLab has no width option (the report trained each variant once, section 5): a width is an error."""
+    if b is not None:
+        raise UsageError(
+            f"{arch}: DeepLab has no width option (fixed torchvision backbone, 256-channel ASPP and decoder), "
+            f"got b={b}; drop it with --set model.b=null, and leave DeepLab out of a width sweep"
+        )
+
+
 def deeplabv3plus_mobilenetv2(
     in_channels: int = 1, num_classes: int = 4, b: int | None = None, weights_path: str | None = None
 ) -> DeepLabV3PlusMobileNetV2:
-    """DeepLabv3+ on MobileNetV2 (ASPP rates 6/12/18); ``b`` is ignored (see the module docstring)."""
+    """DeepLabv3+ on MobileNetV2 (ASPP rates 6/12/18); a width ``b`` is refused (see the module docstring)."""
+    refuse_width(DeepLabV3PlusMobileNetV2.name, b)
     return DeepLabV3PlusMobileNetV2(in_channels, num_classes, weights_path)
 
 
 def deeplabv3plus_mobilenetv2_cbam(
     in_channels: int = 1, num_classes: int = 4, b: int | None = None, weights_path: str | None = None
 ) -> DeepLabV3PlusMobileNetV2CBAM:
-    """DeepLabv3+ on MobileNetV2 with CBAM and a 1->3 channel adapter; ``b`` is ignored."""
+    """DeepLabv3+ on MobileNetV2 with CBAM and a 1->3 channel adapter; a width ``b`` is refused."""
+    refuse_width(DeepLabV3PlusMobileNetV2CBAM.name, b)
     return DeepLabV3PlusMobileNetV2CBAM(in_channels, num_classes, weights_path)
 
 
 def deeplabv3plus_efficientnetb0_cbam(
     in_channels: int = 1, num_classes: int = 4, b: int | None = None, weights_path: str | None = None
 ) -> DeepLabV3PlusEfficientNetB0CBAM:
-    """DeepLabv3+ on EfficientNet-B0 with CBAM and a 1->3 channel adapter; ``b`` is ignored."""
+    """DeepLabv3+ on EfficientNet-B0 with CBAM and a 1->3 channel adapter; a width ``b`` is refused."""
+    refuse_width(DeepLabV3PlusEfficientNetB0CBAM.name, b)
     return DeepLabV3PlusEfficientNetB0CBAM(in_channels, num_classes, weights_path)

@@ -1,11 +1,19 @@
-"""`medkit run ct-seg predict`: a trained checkpoint segments volumes; masks are written as NIfTI, with PNG overlays.
+"""`medkit run ct-seg predict`: a trained checkpoint segments volumes; each mask is written as NIfTI in its source
+image's geometry (it overlays the scan in a viewer), with PNG overlays, and scored where a mask is given.
 
 Without ``--data`` it segments freshly generated phantoms (never seen in training) and scores itself against
-their masks, so the command works out of the box after `medkit run ct-seg`.
+their masks, so the command works out of the box after `medkit run ct-seg`. With ``--data`` masks are found as
+training finds them (any layout `--data` accepts: LUNA16, images/ + masks/, nnU-Net, ``<name>_seg`` files);
+scans without masks, DICOM series among them, are segmented and not scored.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +22,34 @@ import torch
 import torch.nn.functional as F
 
 from medkit import RecipeContext, UsageError
-from medkit.cache.readers import read_volume
+from medkit.atomic import atomic_write_text
+from medkit.cache.pairing import Pair, find_layout, find_pairs
+from medkit.cache.readers import Spacing, read_mask, read_volume
 from medkit.cache.store import Preprocessing
 from medkit.checkpoint import load_checkpoint
 from medkit.runs import ENV_FILE, read_json, runs_root
 
-from ..data import CLASS_NAMES
+from ..augment import label_lookup
+from ..data import CLASS_NAMES, implied_labels
+from ..metrics import PaperSegmentationScorer
 from ..phantoms import phantom
+from ..source_geometry import write_labels_like
+from ..volume_metrics import case_figures, mean_over_cases
 
 UNSEEN_SEED = 987_654  # phantoms drawn from this seed are never among the training phantoms
+PHANTOM_SPACING = (2.5, 0.7, 0.7)  # (z, y, x) mm, as the training phantoms
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: ndarray fields have no single truth value
+class Case:
+    """One volume to segment: (Z, Y, X) LPS image as the core reader gives it, its spacing, the file it came
+    from (None: a generated phantom) and its mask as classes 0..3 (None: not scored)."""
+
+    name: str
+    image: np.ndarray
+    spacing: Spacing
+    source: Path | None
+    truth: np.ndarray | None
 
 
 def latest_checkpoint() -> Path:
@@ -75,16 +102,6 @@ def segment(
     return labels
 
 
-def save_nifti(labels: np.ndarray, spacing: tuple[float, float, float], path: Path) -> None:
-    """LPS (Z, Y, X) labels -> a RAS NIfTI (x, y, z) with the volume's spacing."""
-    import nibabel as nib
-
-    ras = labels[:, ::-1, ::-1].transpose(2, 1, 0)
-    affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(ras), affine), path)
-
-
 def save_overlays(volume: np.ndarray, labels: np.ndarray, stem: Path, count: int) -> list[str]:
     """PNG of the slices with the most airway (and lung) predicted: image in grey, classes in colour."""
     import matplotlib
@@ -110,32 +127,92 @@ def save_overlays(volume: np.ndarray, labels: np.ndarray, stem: Path, count: int
     return written
 
 
-def volumes_to_segment(ctx: RecipeContext) -> list[tuple[str, np.ndarray, tuple[float, float, float], Any]]:
-    """(name, raw volume, spacing, ground truth or None) for --data, or for unseen phantoms."""
-    cfg = ctx.config
+def cases_to_segment(cfg: Any, note: Callable[[str], None]) -> Iterator[Case]:
+    """The volumes under --data (read one at a time), or unseen phantoms without --data; ``note`` hears of
+    volumes left out (a DICOM localizer)."""
     if cfg.data is None:
-        items = []
         for i in range(cfg.phantoms):
             image, mask = phantom(cfg.phantom_slices, cfg.image_size, seed=UNSEEN_SEED + i)
-            items.append((f"phantom{i:03d}", image, (2.5, 0.7, 0.7), mask))
-        return items
-    data = Path(cfg.data)
-    from medkit.cache.pairing import find_pairs
-
-    items = []
-    for pair in find_pairs([data]):
+            yield Case(f"phantom{i:03d}", image, PHANTOM_SPACING, None, mask)
+        return
+    pairs, implied = data_pairs(Path(cfg.data), note)
+    label_map = dict(cfg.label_map) or implied
+    for pair in pairs:
         volume = read_volume(pair.image)
-        items.append((pair.id, volume.array, volume.spacing, None))
-    return items
+        truth = None if pair.mask is None else as_classes(read_mask(pair.mask, volume), label_map, pair.mask)
+        yield Case(pair.id, volume.array, volume.spacing, pair.image, truth)
 
 
-def dice_per_class(labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    scores = {}
-    for c, name in enumerate(CLASS_NAMES[1:], start=1):
-        p, g = labels == c, truth == c
-        denominator = p.sum() + g.sum()
-        scores[name] = float(2 * (p & g).sum() / denominator) if denominator else 1.0
-    return scores
+def data_pairs(data: Path, note: Callable[[str], None]) -> tuple[list[Pair], dict[int, int]]:
+    """The volumes of a folder in any layout training reads, with their masks where the layout has them (a
+    folder of scans alone is fine: predict serves unlabelled data), and the label map the layout implies; or
+    one volume file."""
+    if not data.is_dir():
+        return find_pairs([data], on_left_out=note), {}
+    layout = find_layout(data.resolve(), on_left_out=note)
+    return layout.pairs, implied_labels(layout)
+
+
+def as_classes(mask: np.ndarray, label_map: dict[int, int], path: Path) -> np.ndarray:
+    """Stored mask values -> classes 0..3 through ``label_map`` (values it does not list -> 0); without a map
+    the values must already be classes."""
+    if label_map:
+        return label_lookup(label_map).numpy().astype(np.uint8)[mask]
+    unexpected = sorted(set(np.unique(mask).tolist()) - set(range(len(CLASS_NAMES))))
+    if unexpected:
+        raise UsageError(
+            f"{path}: mask values {unexpected} are not classes 0..{len(CLASS_NAMES) - 1}; map them with "
+            f"--set 'label_map={{{', '.join(f'{v}: 1' for v in unexpected)}}}' (LUNA16: {{3: 1, 4: 2, 5: 3}})"
+        )
+    return mask
+
+
+def slice_scorer(labels: np.ndarray, truth: np.ndarray, which: str) -> PaperSegmentationScorer:
+    """The report's per-slice figures (section 5) over a case's labelled (or all) slices, at the scan's own
+    resolution."""
+    scorer = PaperSegmentationScorer(CLASS_NAMES)
+    keep = truth.reshape(len(truth), -1).any(axis=1) if which == "labelled" else np.ones(len(truth), bool)
+    if keep.any():
+        scorer.update(labels[keep], truth[keep])
+    return scorer
+
+
+def flat(figures: dict[str, dict[str, float]]) -> dict[str, float]:
+    """``{"dice": {"airway": x}}`` -> ``{"dice/airway": x}``."""
+    return {f"{figure}/{name}": value for figure, values in figures.items() for name, value in values.items()}
+
+
+def write_cases_csv(scored: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
+    """One row per scored case; NaN (undefined) and inf (a class missing from one side) written as such."""
+    rows = [{"case": name, **flat(figures)} for name, figures in scored.items()]
+    # every case's columns: a case without labelled slices has no per-slice ones
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
+
+
+def scoring_summary(
+    scored: dict[str, dict[str, dict[str, float]]], pooled: PaperSegmentationScorer, csv_path: Path
+) -> dict[str, Any]:
+    """Means over the cases of the 3D figures, the per-slice figures over every scored slice of every case,
+    and the headline numbers `medkit run` prints."""
+    write_cases_csv(scored, csv_path)
+    means = mean_over_cases([{k: v for k, v in f.items() if k != "slices"} for f in scored.values()])
+    slices = pooled.compute()
+    headline = {f"mean/{key}": value for key, value in flat(means).items()}
+    headline["slices/mean_dice"] = slices.get("mean_dice", math.nan)  # no labelled slice anywhere: undefined
+    return {"cases_csv": str(csv_path), "mean": {**means, "slices": slices}, **headline}
+
+
+def written_outputs(ctx: RecipeContext, case: Case, labels: np.ndarray) -> dict[str, Any]:
+    """The case's mask (in its scan's geometry) and its overlays, written into the run directory."""
+    mask_path = ctx.run.dir / "predictions" / f"{case.name}.nii.gz"
+    write_labels_like(labels, case.source, case.spacing, mask_path)
+    overlays = save_overlays(case.image, labels, ctx.run.dir / "overlays" / case.name, ctx.config.overlays)
+    return {"mask": str(mask_path), "overlays": overlays}
 
 
 def predict(ctx: RecipeContext) -> dict[str, Any]:
@@ -145,21 +222,21 @@ def predict(ctx: RecipeContext) -> dict[str, Any]:
     preprocessing = (
         Preprocessing("minmax") if cfg.intensity == "minmax" else Preprocessing("window", *cfg.window)
     )
-    results: dict[str, Any] = {}
-    for name, volume, spacing, truth in volumes_to_segment(ctx):
-        labels = segment(model, volume, cfg.image_size, preprocessing, ctx.device)
-        mask_path = ctx.run.dir / "predictions" / f"{name}.nii.gz"
-        save_nifti(labels, spacing, mask_path)
-        entry: dict[str, Any] = {
-            "mask": str(mask_path),
-            "overlays": save_overlays(volume, labels, ctx.run.dir / "overlays" / name, cfg.overlays),
-        }
-        if truth is not None:
-            entry["dice"] = dice_per_class(labels, truth)
-        results[name] = entry
-        ctx.console.print(f"{name}: {mask_path}" + (f"  Dice {entry['dice']}" if "dice" in entry else ""))
-    summary: dict[str, Any] = {"checkpoint": str(checkpoint), **info, "volumes": results}
-    scored = [r["dice"] for r in results.values() if "dice" in r]
+    volumes: dict[str, Any] = {}
+    scored: dict[str, dict[str, dict[str, float]]] = {}
+    pooled = PaperSegmentationScorer(CLASS_NAMES)  # every scored slice of every case
+    for case in cases_to_segment(cfg, ctx.console.print):
+        labels = segment(model, case.image, cfg.image_size, preprocessing, ctx.device)
+        volumes[case.name] = written_outputs(ctx, case, labels)
+        if case.truth is not None:
+            figures = case_figures(labels, case.truth, case.spacing, CLASS_NAMES, cfg.surface_tolerance_mm)
+            scorer = slice_scorer(labels, case.truth, cfg.score_slices)
+            pooled.merge(scorer.state)
+            scored[case.name] = {**figures, "slices": scorer.compute()}
+            volumes[case.name].update(scored[case.name])
+        dice = f"  Dice {scored[case.name]['dice']}" if case.name in scored else ""
+        ctx.console.print(f"{case.name}: {volumes[case.name]['mask']}{dice}")
+    summary: dict[str, Any] = {"checkpoint": str(checkpoint), **info, "volumes": volumes}
     if scored:
-        summary["mean_dice"] = {k: float(np.mean([d[k] for d in scored])) for k in scored[0]}
+        summary.update(scoring_summary(scored, pooled, ctx.run.dir / "cases.csv"))
     return summary

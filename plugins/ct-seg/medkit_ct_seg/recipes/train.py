@@ -8,13 +8,14 @@ import numpy as np
 
 from medkit import RecipeContext, UsageError
 from medkit.cache.sampler import ResidentSliceDataset
-from medkit.cache.selection import CachedSlices, labelled_slices
+from medkit.cache.selection import labelled_slices
 from medkit.trainer import trainer_from_config
 
 from ..augment import SliceTransform
-from ..data import CLASS_NAMES, open_cache, split_volumes
+from ..data import CLASS_NAMES, open_cache
 from ..losses import LOSSES, class_weights_from_counts
 from ..metrics import PaperSegmentationScorer, ranking_figures
+from ..validation import split_train_validation, validation_set
 
 
 def make_loss(
@@ -30,14 +31,6 @@ def make_loss(
             if label < len(counts):
                 counts[label] += pixels
     return LOSSES[name](class_weights_from_counts(counts, power))
-
-
-def make_optimizer(config: Any):
-    if not config.lion:
-        return None
-    from lion_pytorch import Lion
-
-    return lambda params: Lion(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
 
 
 def training_set(cache: Any, cfg: Any, volumes: list[int], label_map: dict[int, int]) -> ResidentSliceDataset:
@@ -70,22 +63,17 @@ def train(ctx: RecipeContext) -> dict[str, Any]:
     cfg = ctx.config
     check_model_shape(cfg.model)
     cache, label_map = open_cache(cfg.data, cfg)
-    train_ids, val_ids = split_volumes(cache, cfg.val_fraction, cfg.seed)
+    train_ids, validation = split_train_validation(cache, label_map, cfg)
     model = ctx.build_model(in_channels=1, num_classes=len(CLASS_NAMES))
     train_set = training_set(cache, cfg, train_ids, label_map)
-    val_slices = {v: s for v, s in labelled_slices(cache).items() if v in set(val_ids)}
-    val_set = CachedSlices(
-        cache, val_slices, class_names=CLASS_NAMES, transform=SliceTransform(cfg.image_size, None, label_map)
-    )
+    val_set = validation_set(validation, cfg)
     loss = make_loss(cfg.loss, cache, train_ids, label_map, cfg.class_weight_power)
-    overrides = {"make_optimizer": make_optimizer(cfg)} if cfg.lion else {}
     trainer = trainer_from_config(
         cfg,
         ctx.device,
         loss=lambda logits, batch: loss(logits, batch["mask"]),
         make_scorers=lambda: [PaperSegmentationScorer(CLASS_NAMES)],
         console=ctx.console,
-        **overrides,
     )
     summary = trainer.fit(model, train_set, val_set, ctx.run)
     records = ctx.run.read_metrics()
@@ -98,7 +86,7 @@ def train(ctx: RecipeContext) -> dict[str, Any]:
     summary.update(
         parameters=model.num_parameters(),
         train_volumes=len(train_ids),
-        val_volumes=len(val_ids),
+        val_volumes=len(validation.volumes),
         val_slices=len(val_set),
         sampler=dict(train_set.stats.__getstate__()),
     )
