@@ -22,18 +22,9 @@ from typing import TypeVar
 import numpy as np
 
 from ..errors import UsageError
-from .readers import (
-    SUPPORTED,
-    VOLUME_SUFFIXES,
-    is_dicom_file,
-    is_dicom_folder,
-    is_volume_file,
-    localizer_problem,
-    raw_data_hint,
-    scan_dicom,
-    volume_name,
-    volume_suffix,
-)
+from .dicom import is_dicom_file, localizer_problem, scan_dicom
+from .formats import SUPPORTED, VOLUME_SUFFIXES, volume_suffix
+from .readers import is_dicom_folder, is_volume_file, raw_data_hint, volume_name
 
 LUNA16 = "LUNA16"
 LUNA16_MASKS = "seg-lungs-LUNA16"

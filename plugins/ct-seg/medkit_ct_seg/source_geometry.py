@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from medkit.cache.readers import Spacing, dicom_files_in, dicom_header, scan_dicom, volume_suffix
+from medkit.cache.dicom import dicom_files_in, dicom_header, scan_dicom
+from medkit.cache.formats import Spacing, volume_suffix
 
 
 def write_labels_like(labels: np.ndarray, source: Path | None, spacing: Spacing, target: Path) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medkit.cache.readers import Spacing
+from medkit.cache.formats import Spacing
 
 VOLUME_FIGURES = ("dice", "hd95", "surface_dice")
 

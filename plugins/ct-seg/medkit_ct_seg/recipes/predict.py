@@ -23,8 +23,9 @@ import torch.nn.functional as F
 
 from medkit import RecipeContext, UsageError
 from medkit.atomic import atomic_write_text
+from medkit.cache.formats import Spacing
 from medkit.cache.pairing import Pair, find_layout, find_pairs
-from medkit.cache.readers import Spacing, read_mask, read_volume
+from medkit.cache.readers import read_mask, read_volume
 from medkit.cache.store import Preprocessing
 from medkit.checkpoint import load_checkpoint
 from medkit.runs import ENV_FILE, read_json, runs_root
