@@ -13,6 +13,7 @@ fixture::
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,16 @@ def logged_figures(run_dir: Path) -> list[dict[str, Any]]:
     from .runs import read_metrics
 
     return [{k: v for k, v in record.items() if k != "seconds"} for record in read_metrics(Path(run_dir))]
+
+
+@contextlib.contextmanager
+def process_locale_kept() -> Iterator[None]:
+    """Put the process's LC_CTYPE back after the block: GDCM's DICOM writer (SimpleITK) switches it to "C" and
+    leaves it there, which turns later text decoding in the test session (subprocess output) into ASCII."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_CTYPE)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_CTYPE, saved)

@@ -6,11 +6,9 @@ distinct and unequal axis lengths and spacings, so a flipped, swapped or transpo
 
 from __future__ import annotations
 
-import contextlib
-import locale
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -23,6 +21,7 @@ import volume_layouts
 from medkit.cache.pairing import Pair, find_pairs
 from medkit.cache.readers import Volume, VolumeError, read_mask, read_volume
 from medkit.errors import UsageError
+from medkit.testing import process_locale_kept
 
 Z, Y, X = 6, 10, 12
 SPACING_ZYX = (2.5, 0.8, 0.7)
@@ -95,17 +94,6 @@ def dicom_series(folder: Path, lps: np.ndarray, series_uid: str = "1.2.826.0.1.3
         with process_locale_kept():
             writer.Execute(plane)
     return folder
-
-
-@contextlib.contextmanager
-def process_locale_kept() -> Iterator[None]:
-    """GDCM's DICOM writer switches the process locale to "C" and leaves it there (reading does not), which
-    would turn later subprocess output in this test session into ASCII; put it back."""
-    saved = locale.setlocale(locale.LC_CTYPE)
-    try:
-        yield
-    finally:
-        locale.setlocale(locale.LC_CTYPE, saved)
 
 
 def assert_reference(volume: Volume, orientation: str) -> None:

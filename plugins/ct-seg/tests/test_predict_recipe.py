@@ -15,7 +15,7 @@ import torch
 from test_train_recipe import TINY
 
 from medkit.cache.readers import read_volume
-from medkit.testing import run_cli
+from medkit.testing import process_locale_kept, run_cli
 from medkit_ct_seg.phantoms import phantom
 from medkit_ct_seg.source_geometry import write_labels_like
 from medkit_ct_seg.volume_metrics import class_figures
@@ -67,7 +67,8 @@ def oblique_dicom(folder: Path, array: np.ndarray) -> None:
         }.items():
             plane.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice{(5 * k + 3) % volume.GetDepth():03d}.dcm"))
-        writer.Execute(plane)
+        with process_locale_kept():
+            writer.Execute(plane)
 
 
 WRITERS = {"nifti.nii.gz": oblique_nifti, "metaimage.mhd": oblique_metaimage}

@@ -164,7 +164,9 @@ def test_training_under_torchrun_with_uneven_shares_finishes_and_logs_each_epoch
         str(out),
         *with_options(UNEVEN, num_workers=workers),
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, encoding="utf-8", errors="replace", check=False, timeout=300
+    )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]  # each epoch logged once, by rank 0
