@@ -119,7 +119,7 @@ class GradientTrainer(Trainer):
     def fit(self, model: Model, train: Dataset, val: Dataset | None, run: Run) -> dict[str, Any]:
         self.dist = distributed.current()
         self.device_obj = torch.device(self.device)
-        self._check_settings(val)
+        self._check_settings()
         module: torch.nn.Module = model.to(self.device_obj)  # type: ignore[attr-defined]
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
@@ -150,7 +150,7 @@ class GradientTrainer(Trainer):
             distributed.barrier()
         return self._summary(run, progress)
 
-    def _check_settings(self, val: Dataset | None) -> None:
+    def _check_settings(self) -> None:
         """Settings that would waste a run: no epochs, empty batches, a monitored figure no scorer computes
         (a typo there silently disables best.pt and early stopping)."""
         if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0:
