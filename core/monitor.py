@@ -11,7 +11,7 @@ from .suggest import did_you_mean
 SPLITS = ("train", "val")
 
 
-def logged_figures(scorer_figures: Sequence[str]) -> list[str]:
+def logged_figure_names(scorer_figures: Sequence[str]) -> list[str]:
     """What metrics.jsonl holds per epoch: the learning rate, then loss, sample count and every scorer
     figure of each split."""
     names = ["lr"]
@@ -25,7 +25,7 @@ def check_monitor(monitor: str, scorer_figures: Sequence[str] | None) -> None:
     a UsageError names the closest ones. ``None``: the scorers do not declare their figures, nothing to check."""
     if scorer_figures is None:
         return
-    known = logged_figures(scorer_figures)
+    known = logged_figure_names(scorer_figures)
     if monitor in known:
         return
     validation = [name for name in known if name.startswith("val/")]
