@@ -7,6 +7,7 @@ report found that blur erases the thin trachea and that a flip swaps the left an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,17 @@ def label_lookup(label_map: dict[int, int]) -> torch.Tensor | None:
     return table
 
 
+def warped_mask(mask: torch.Tensor, warp: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``mask`` (H, W) of class indices through the image's own ``warp``: each class as a plane, warped with
+    the image's interpolation, and the likeliest class per pixel. The label then samples exactly the points the
+    image does (nearest-neighbour sampling is off by up to half a pixel after a resize or crop), and a
+    downsampled mask takes the majority of the pixels it covers. Outside the image (rotation corners) every
+    plane is 0 and the pixel is background."""
+    classes = int(mask.max()) + 1
+    planes = torch.nn.functional.one_hot(mask.long(), classes).permute(2, 0, 1).float()
+    return warp(planes).argmax(dim=0).to(mask.dtype)
+
+
 class SliceTransform(Augmenter):
     """Maps labels, resizes to ``size`` and, for training, applies the enabled augmentations."""
 
@@ -42,31 +54,30 @@ class SliceTransform(Augmenter):
         if self.table is not None:
             mask = self.table[mask.clamp(0, 255)]
         if image.shape[-1] != self.size or image.shape[-2] != self.size:
-            image = tvf.resize(image, [self.size, self.size], antialias=True)
-            mask = tvf.resize(mask[None], [self.size, self.size], interpolation=InterpolationMode.NEAREST)[0]
+            image, mask = self._warp(image, mask, tvf.resize, [self.size, self.size], antialias=True)
         if self.augment is not None:
             image, mask = self._augment(image, mask, rng)
         return {**sample, "image": image, "mask": mask}
+
+    @staticmethod
+    def _warp(image: torch.Tensor, mask: torch.Tensor, warp: Callable[..., torch.Tensor], *args, **kwargs):
+        """One geometric transform, with the same interpolation, for the image and the mask."""
+
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            return warp(x, *args, **kwargs)
+
+        return apply(image), warped_mask(mask, apply)
 
     def _augment(self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator):
         a = self.augment
         if a.rotate_degrees > 0 and rng.random() < 0.7:
             angle = float(rng.uniform(-a.rotate_degrees, a.rotate_degrees))
-            image = tvf.rotate(image, angle, interpolation=InterpolationMode.BILINEAR)
-            mask = tvf.rotate(mask[None], angle, interpolation=InterpolationMode.NEAREST)[0]
+            image, mask = self._warp(image, mask, tvf.rotate, angle, interpolation=InterpolationMode.BILINEAR)
         if a.crop_scale < 1.0:
             side = round(float(self.size * np.sqrt(rng.uniform(a.crop_scale, 1.0))))
             top, left = (int(v) for v in rng.integers(0, self.size - side + 1, size=2))
-            image = tvf.resized_crop(image, top, left, side, side, [self.size, self.size], antialias=True)
-            mask = tvf.resized_crop(
-                mask[None],
-                top,
-                left,
-                side,
-                side,
-                [self.size, self.size],
-                interpolation=InterpolationMode.NEAREST,
-            )[0]
+            box = (top, left, side, side, [self.size, self.size])
+            image, mask = self._warp(image, mask, tvf.resized_crop, *box, antialias=True)
         if a.flips and rng.random() < 0.5:
             image, mask = image.flip(-1), mask.flip(-1)
         if a.blur and rng.random() < 0.2:
