@@ -11,7 +11,7 @@ Compared, per generator (the embedded phantoms, and `ct_seg_phantoms_b.py`, whic
 - `plain_unet`: the reference above.
 Every run sees the same slice cache, the same train/validation split of volumes, and is scored by ct-seg's own
 per-slice metric (absent class = 1) on the validation volumes' labelled slices. medkit's epochs are set from a
-one-epoch calibration so that each run takes about `--minutes`.
+calibration (runs of 1 and 3 epochs) so that each run takes about `--minutes`.
 
     .venv/bin/python benchmarks/ct_seg_reference.py [--minutes 5] [--volumes 16] [--generators embedded,b]
 
@@ -78,9 +78,12 @@ def medkit_run(cache: Path, out: Path, recipe: list[str], epochs: int) -> dict[s
 
 
 def calibrated_epochs(cache: Path, work: Path, name: str, recipe: list[str], minutes: float) -> int:
-    """Epochs that fill ``minutes``, from the time of one epoch (start-up included, so slightly fewer)."""
-    one = medkit_run(cache, work / f"calibrate-{name}", recipe, 1)
-    return max(1, math.floor(minutes * 60 / one["seconds"]))
+    """Epochs that fill ``minutes``, from runs of 1 and 3 epochs: their difference is the wall time of two
+    epochs with everything an epoch brings (validation, checkpoints), the rest is start-up."""
+    one = medkit_run(cache, work / f"calibrate-{name}-1", recipe, 1)["seconds"]
+    three = medkit_run(cache, work / f"calibrate-{name}-3", recipe, 3)["seconds"]
+    epoch = (three - one) / 2
+    return max(1, math.floor((minutes * 60 - (one - epoch)) / epoch))
 
 
 def plain_unet(width: int = 8, classes: int = 4) -> Any:
@@ -130,8 +133,8 @@ def focal_loss(logits: Any, target: Any, gamma: float = 2.0) -> Any:
     return (-((1 - log_p.exp()) ** gamma) * log_p).mean()
 
 
-def slices_of(cache: Any, volumes: list[int]) -> tuple[Any, Any]:
-    """The labelled slices of ``volumes`` (per-slice min-max images, masks) as tensors."""
+def slices_of(cache: Any, volumes: list[int], every_slice: bool = False) -> tuple[Any, Any]:
+    """The labelled slices of ``volumes`` (or all of them) as tensors: per-slice min-max images, masks."""
     import numpy as np
     import torch
 
@@ -140,7 +143,7 @@ def slices_of(cache: Any, volumes: list[int]) -> tuple[Any, Any]:
     chosen = labelled_slices(cache)
     images, masks = [], []
     for v in volumes:
-        for s in chosen.get(v, []):
+        for s in range(len(cache.mask_area(v))) if every_slice else chosen.get(v, []):
             sample = cache.sample(v, s)
             images.append(
                 np.asarray(sample["image"], dtype=np.float32).reshape(1, *sample["image"].shape[-2:])

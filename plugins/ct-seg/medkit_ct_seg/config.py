@@ -97,8 +97,9 @@ class TrainSegConfig(TrainingConfig):
         "airway without painting it over its neighbours, 1 is plain inverse frequency",
     )
     optim: OptimizerConfig = option(
-        default_factory=lambda: OptimizerConfig(lr=1e-3, scheduler="cosine"),
-        help="optimiser (paper: Adam without a schedule)",
+        default_factory=lambda: OptimizerConfig(lr=1e-3, scheduler="none"),
+        help="optimiser: Adam 1e-3 without a schedule, as the paper (a cosine schedule lost 0.02 mean Dice in "
+        "a 5-minute run: it lowers the rate before the airway is learned)",
     )
     lion: bool = option(
         False,
@@ -125,7 +126,11 @@ class TrainSegConfig(TrainingConfig):
         default_factory=ValSamplerConfig, help="which validation slices are scored"
     )
     sampler: SamplerConfig = option(default_factory=SamplerConfig, help="limited-RAM sampler")
-    augment: AugmentConfig = option(default_factory=AugmentConfig, help="augmentations")
+    augment: AugmentConfig = option(
+        default_factory=lambda: AugmentConfig(rotate_degrees=0.0, crop_scale=1.0),
+        help="augmentations; off by default: rotation and crop interpolate the image, which smooths the noise "
+        "that validation images keep (paper: rotation within 5 degrees, --set augment.rotate_degrees=5)",
+    )
     phantoms: PhantomConfig = option(default_factory=PhantomConfig, help="embedded default data")
     monitor: str = option("val/mean_dice", help="figure that picks the best checkpoint")
     monitor_mode: Literal["min", "max"] = option(

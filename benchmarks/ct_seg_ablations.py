@@ -1,0 +1,200 @@
+"""What holds ct-seg's headline recipe back against a plain U-Net: one change at a time (issue 16, item 0).
+
+Each ablation trains `attn_unetpp_v2` (b=8, batch 8) for a fixed number of steps on the labelled slices of the
+embedded phantoms' training volumes and keeps its best of 8 evaluations on the validation volumes (ct-seg's
+per-slice metric, absent class = 1). Steps, not seconds, make the figures independent of how busy the machine
+is: 360 steps is what `attn_unetpp_v2` takes in the 5 minutes of `ct_seg_reference.py` on 2 cores, and 1300
+what the plain U-Net of that benchmark takes in the same time (it is 3.4x faster per step). Each trial runs in
+its own process on one thread, two at a time; a trial's figures do not depend on which others run beside it.
+
+Only the embedded generator is used: the second generator (`ct_seg_phantoms_b.py`) stays out of the tuning and
+is seen only by `ct_seg_reference.py`.
+
+    .venv/bin/python benchmarks/ct_seg_ablations.py [--only NAME,...] [--processes 2]
+
+Writes benchmarks/results/ct_seg_ablations.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+ATTN_STEPS, PLAIN_STEPS = 360, 1300
+NEW_DEFAULT: dict[str, Any] = {"arch": "attn_unetpp_v2", "loss": "weighted_ce", "power": 0.5}
+ABLATIONS: dict[str, dict[str, Any]] = {
+    # the recipe before issue 16, and today's default
+    "old_default": {**NEW_DEFAULT, "schedule": "cosine", "augment": "rotation+crop"},
+    "default": NEW_DEFAULT,
+    # the schedule and the augmentations, one at a time on today's default
+    "+cosine": {**NEW_DEFAULT, "schedule": "cosine"},
+    "+rotation": {**NEW_DEFAULT, "augment": "rotation"},
+    "+rotation+crop": {**NEW_DEFAULT, "augment": "rotation+crop"},
+    # the sampler's draw: every slice, as the paper, instead of those with lung or airway
+    "+all_slices": {**NEW_DEFAULT, "slices": "all"},
+    # the loss weighting: the paper's focal loss, and other class-weight powers
+    "focal": {**NEW_DEFAULT, "loss": "focal"},
+    "weight_power_1": {**NEW_DEFAULT, "power": 1.0},
+    "weight_power_0.25": {**NEW_DEFAULT, "power": 0.25},
+    # the architecture's upsampling: learned 2x2 transposed convs in place of U-Net++'s bilinear upsampling
+    "+transposed_up": {**NEW_DEFAULT, "upsampling": "transposed"},
+    # ct-seg's U-Net with the paper's recipe, given the plain U-Net's steps
+    "unet_focal": {"arch": "unet", "loss": "focal", "steps": PLAIN_STEPS},
+    # the reference of ct_seg_reference.py, at its 5-minute steps and at the attention model's
+    "plain_unet": {"arch": "plain", "loss": "focal", "steps": PLAIN_STEPS},
+    "plain_unet_360": {"arch": "plain", "loss": "focal"},
+}
+
+
+def build_model(arch: str, upsampling: str) -> Any:
+    import ct_seg_reference as reference
+    import torch
+    from torch import nn
+
+    from medkit_ct_seg.models import unet, unetpp
+
+    if arch == "plain":
+        return reference.plain_unet()
+    if arch == "unet":
+        return unet.unet(b=8)
+    model = getattr(unetpp, arch)(b=8)
+    if upsampling == "transposed":
+
+        class TransposedUp(nn.Module):
+            """A learned 2x upsampling per width (U-Net++ calls one shared `up` on maps of every level)."""
+
+            def __init__(self, widths: list[int]) -> None:
+                super().__init__()
+                self.ups = nn.ModuleDict({str(w): nn.ConvTranspose2d(w, w, 2, stride=2) for w in widths})
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.ups[str(x.shape[1])](x)
+
+        model.up = TransposedUp([8 * 2**i for i in range(1, 5)])
+    return model
+
+
+def make_loss(name: str, power: float, masks: Any) -> Any:
+    import torch
+
+    from medkit_ct_seg import losses
+
+    if name == "weighted_ce":
+        counts = torch.bincount(masks.flatten(), minlength=4).double()
+        return losses.WeightedCrossEntropy(losses.class_weights_from_counts(counts, power))
+    return losses.LOSSES[name]()
+
+
+def trial(name: str, cache_path: str, seed: int = 0, evaluations: int = 8) -> dict[str, Any]:
+    """One ablation, in this process: its best evaluation and the curve of (step, mean Dice, airway Dice)."""
+    import ct_seg_reference as reference
+    import numpy as np
+    import torch
+
+    from medkit.cache.store import Preprocessing, SliceCache
+    from medkit_ct_seg.augment import SliceTransform
+    from medkit_ct_seg.config import AugmentConfig
+    from medkit_ct_seg.data import split_volumes
+
+    spec = {
+        "schedule": "none",
+        "augment": "none",
+        "slices": "labelled",
+        "upsampling": "bilinear",
+        **ABLATIONS[name],
+    }
+    steps = spec.get("steps", ATTN_STEPS)
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    cache = SliceCache(Path(cache_path))
+    cache.preprocessing = Preprocessing("minmax")
+    train_ids, val_ids = split_volumes(cache, 0.25, seed)
+    train_x, train_y = reference.slices_of(cache, train_ids, every_slice=spec["slices"] == "all")
+    val_x, val_y = reference.slices_of(cache, val_ids)
+    model = build_model(spec["arch"], spec["upsampling"])
+    loss = make_loss(spec["loss"], spec.get("power", 0.5), train_y)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    cosine = spec["schedule"] == "cosine"
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + np.cos(np.pi * step / steps)) if cosine else 1.0
+    )
+    augment = {
+        "none": None,
+        "rotation": AugmentConfig(crop_scale=1.0),
+        "rotation+crop": AugmentConfig(),  # the authors' values: 5 degrees (p 0.7), 95-100 % of the area
+    }[spec["augment"]]
+    transform = SliceTransform(128, augment, {}) if augment else None
+    rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    best: dict[str, float] = {}
+    curve = []
+    for step in range(1, steps + 1):
+        chosen = torch.randint(0, len(train_x), (8,), generator=generator)
+        images, masks = train_x[chosen], train_y[chosen]
+        if transform is not None:
+            out = [transform({"image": i, "mask": m}, rng) for i, m in zip(images, masks, strict=True)]
+            images, masks = torch.stack([o["image"] for o in out]), torch.stack([o["mask"] for o in out])
+        value = loss(model(images), masks)
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+        schedule.step()
+        if step % (steps // evaluations) == 0 or step == steps:
+            figures = reference.evaluate(model, val_x, val_y)
+            curve.append([step, round(figures["mean_dice"], 4), round(figures["dice/airway"], 4)])
+            if not best or figures["mean_dice"] > best["mean_dice"]:
+                best = figures
+    return {"spec": spec, "steps": steps, **{f: round(best[f], 4) for f in reference.FIGURES}, "curve": curve}
+
+
+def run_in_process(name: str, cache: Path, out: Path) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--trial", name, "--cache", str(cache), "--out", str(out)]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode:
+        raise RuntimeError(f"{name}: {completed.stderr[-3000:]}")
+    return json.loads(out.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", default=",".join(ABLATIONS), help="comma-separated ablation names")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "ct_seg_ablations.json")
+    parser.add_argument("--trial", help=argparse.SUPPRESS)
+    parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.trial:  # a child process: one trial, its result to --out
+        args.out.write_text(json.dumps(trial(args.trial, str(args.cache))))
+        return
+    import ct_seg_reference as reference
+
+    names = args.only.split(",")
+    unknown = sorted(set(names) - set(ABLATIONS))
+    if unknown:
+        parser.error(f"--only: unknown ablation(s) {unknown}; choose from {', '.join(ABLATIONS)}")
+    with tempfile.TemporaryDirectory(prefix="ct-seg-ablations-") as folder:
+        cache = reference.build_data("embedded", 16, Path(folder))
+        with ThreadPoolExecutor(args.processes) as pool:
+            futures = {n: pool.submit(run_in_process, n, cache, Path(folder) / f"{n}.json") for n in names}
+            results = {}
+            for name, future in futures.items():
+                results[name] = future.result()
+                row = {k: v for k, v in results[name].items() if k not in ("spec", "curve")}
+                print(name, row, flush=True)
+    report = {"generator": "embedded", "volumes": 16, "seed": 0, "ablations": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
