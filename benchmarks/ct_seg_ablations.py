@@ -35,6 +35,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     # the recipe before issue 16, and today's default
     "old_default": {**NEW_DEFAULT, "schedule": "cosine", "augment": "rotation+crop"},
     "default": NEW_DEFAULT,
+    "default_seed1": {**NEW_DEFAULT, "seed": 1},  # another draw of batches and initial weights: the noise
     # the schedule and the augmentations, one at a time on today's default
     "+cosine": {**NEW_DEFAULT, "schedule": "cosine"},
     "+rotation": {**NEW_DEFAULT, "augment": "rotation"},
@@ -45,12 +46,15 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "focal": {**NEW_DEFAULT, "loss": "focal"},
     "weight_power_1": {**NEW_DEFAULT, "power": 1.0},
     "weight_power_0.25": {**NEW_DEFAULT, "power": 0.25},
+    # class weights that fade out: power 0.5 at the start, 0 (plain cross-entropy, unbiased) at the end
+    "weights_fading": {**NEW_DEFAULT, "fading": True},
     # the architecture's upsampling: learned 2x2 transposed convs in place of U-Net++'s bilinear upsampling
     "+transposed_up": {**NEW_DEFAULT, "upsampling": "transposed"},
     # ct-seg's U-Net with the paper's recipe, given the plain U-Net's steps
     "unet_focal": {"arch": "unet", "loss": "focal", "steps": PLAIN_STEPS},
     # the reference of ct_seg_reference.py, at its 5-minute steps and at the attention model's
     "plain_unet": {"arch": "plain", "loss": "focal", "steps": PLAIN_STEPS},
+    "plain_unet_seed1": {"arch": "plain", "loss": "focal", "steps": PLAIN_STEPS, "seed": 1},
     "plain_unet_360": {"arch": "plain", "loss": "focal"},
 }
 
@@ -84,18 +88,23 @@ def build_model(arch: str, upsampling: str) -> Any:
 
 
 def make_loss(name: str, power: float, masks: Any) -> Any:
-    import torch
 
     from medkit_ct_seg import losses
 
     if name == "weighted_ce":
-        counts = torch.bincount(masks.flatten(), minlength=4).double()
-        return losses.WeightedCrossEntropy(losses.class_weights_from_counts(counts, power))
+        return losses.WeightedCrossEntropy(losses.class_weights_from_counts(class_counts(masks), power))
     return losses.LOSSES[name]()
 
 
-def trial(name: str, cache_path: str, seed: int = 0, evaluations: int = 8) -> dict[str, Any]:
-    """One ablation, in this process: its best evaluation and the curve of (step, mean Dice, airway Dice)."""
+def class_counts(masks: Any) -> Any:
+    import torch
+
+    return torch.bincount(masks.flatten(), minlength=4).double()
+
+
+def trial(name: str, cache_path: str, evaluations: int = 8) -> dict[str, Any]:
+    """One ablation, in this process: its best evaluation and the curve of (step, mean Dice, airway Dice).
+    The train/validation split is the same for every trial (seed 0); ``seed`` draws weights and batches."""
     import ct_seg_reference as reference
     import numpy as np
     import torch
@@ -104,6 +113,7 @@ def trial(name: str, cache_path: str, seed: int = 0, evaluations: int = 8) -> di
     from medkit_ct_seg.augment import SliceTransform
     from medkit_ct_seg.config import AugmentConfig
     from medkit_ct_seg.data import split_volumes
+    from medkit_ct_seg.losses import class_weights_from_counts
 
     spec = {
         "schedule": "none",
@@ -112,12 +122,12 @@ def trial(name: str, cache_path: str, seed: int = 0, evaluations: int = 8) -> di
         "upsampling": "bilinear",
         **ABLATIONS[name],
     }
-    steps = spec.get("steps", ATTN_STEPS)
+    steps, seed = spec.get("steps", ATTN_STEPS), spec.get("seed", 0)
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     cache = SliceCache(Path(cache_path))
     cache.preprocessing = Preprocessing("minmax")
-    train_ids, val_ids = split_volumes(cache, 0.25, seed)
+    train_ids, val_ids = split_volumes(cache, 0.25, 0)
     train_x, train_y = reference.slices_of(cache, train_ids, every_slice=spec["slices"] == "all")
     val_x, val_y = reference.slices_of(cache, val_ids)
     model = build_model(spec["arch"], spec["upsampling"])
@@ -142,6 +152,9 @@ def trial(name: str, cache_path: str, seed: int = 0, evaluations: int = 8) -> di
         if transform is not None:
             out = [transform({"image": i, "mask": m}, rng) for i, m in zip(images, masks, strict=True)]
             images, masks = torch.stack([o["image"] for o in out]), torch.stack([o["mask"] for o in out])
+        if spec.get("fading"):
+            power = spec.get("power", 0.5) * (1 - (step - 1) / steps)
+            loss.weights = class_weights_from_counts(class_counts(train_y), power)
         value = loss(model(images), masks)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
