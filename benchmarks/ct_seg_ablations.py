@@ -88,7 +88,6 @@ def build_model(arch: str, upsampling: str) -> Any:
 
 
 def make_loss(name: str, power: float, masks: Any) -> Any:
-
     from medkit_ct_seg import losses
 
     if name == "weighted_ce":
@@ -132,6 +131,7 @@ def trial(name: str, cache_path: str, evaluations: int = 8) -> dict[str, Any]:
     val_x, val_y = reference.slices_of(cache, val_ids)
     model = build_model(spec["arch"], spec["upsampling"])
     loss = make_loss(spec["loss"], spec.get("power", 0.5), train_y)
+    counts = class_counts(train_y)  # for fading weights, recomputed from these each step
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     cosine = spec["schedule"] == "cosine"
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -154,7 +154,7 @@ def trial(name: str, cache_path: str, evaluations: int = 8) -> dict[str, Any]:
             images, masks = torch.stack([o["image"] for o in out]), torch.stack([o["mask"] for o in out])
         if spec.get("fading"):
             power = spec.get("power", 0.5) * (1 - (step - 1) / steps)
-            loss.weights = class_weights_from_counts(class_counts(train_y), power)
+            loss.weights = class_weights_from_counts(counts, power)
         value = loss(model(images), masks)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
