@@ -7,7 +7,8 @@ same wall time as the medkit run it is compared with, and, like medkit, keeps it
 
 Compared, per generator (the embedded phantoms, and `ct_seg_phantoms_b.py`, which no default was tuned on):
 - `default`: `medkit run ct-seg` with its defaults (attn_unetpp_v2);
-- `unet_paper`: `medkit run ct-seg --arch unet` with the report's recipe (focal, Adam 1e-3, batch 8, no schedule);
+- `unet_paper`: `medkit run ct-seg --arch unet` with the report's recipe (focal, Adam 1e-3, batch 8, no schedule,
+  960 slices per epoch);
 - `plain_unet`: the reference above.
 Every run sees the same slice cache, the same train/validation split of volumes, and is scored by ct-seg's own
 per-slice metric (absent class = 1) on the validation volumes' labelled slices. medkit's epochs are set from a
@@ -37,7 +38,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 FIGURES = ("mean_dice", "dice/left_lung", "dice/right_lung", "dice/airway")
+# the report's focal loss, Adam 1e-3 without a schedule, batch 8, and its 960 slices per epoch (fewer evaluations)
 PAPER_RECIPE = ["--set", "loss=focal", "--set", "optim.scheduler=none", "--set", "batch_size=8"]
+PAPER_RECIPE += ["--set", "sampler.samples_per_epoch=960"]
 RECIPES: dict[str, list[str]] = {"default": [], "unet_paper": ["--arch", "unet", *PAPER_RECIPE]}
 
 

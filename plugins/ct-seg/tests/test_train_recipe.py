@@ -225,6 +225,29 @@ def test_training_can_draw_only_from_labelled_slices():
         assert all(s in labelled[v] for v, s in drawn) is only_labelled
 
 
+def test_class_weights_count_only_the_slices_training_draws_from():
+    """Unlabelled slices the sampler never draws would add background pixels and shrink its weight."""
+    import torch
+
+    from medkit.cache.selection import labelled_slices
+    from medkit.cache.store import SliceCache
+    from medkit_ct_seg.data import phantom_cache
+    from medkit_ct_seg.losses import class_weights_from_counts
+    from medkit_ct_seg.recipes.train import make_loss
+
+    cache = SliceCache(phantom_cache(4, 8, 32))
+    labelled, volumes = labelled_slices(cache), [0, 1, 2]
+    for slices in (labelled, None):
+        counts = np.zeros(4)
+        for v in volumes:
+            for s in labelled[v] if slices else range(cache.volumes[v].slices):
+                counts += np.bincount(np.asarray(cache.sample(v, s)["mask"]).ravel(), minlength=4)[:4]
+        loss = make_loss("weighted_ce", cache, volumes, {}, 0.5, slices)
+        torch.testing.assert_close(loss.weights, class_weights_from_counts(list(counts), 0.5))
+    everything = make_loss("weighted_ce", cache, volumes, {}, 0.5, None).weights
+    assert make_loss("weighted_ce", cache, volumes, {}, 0.5, labelled).weights[0] > everything[0]
+
+
 def test_lion_replaces_adam_when_asked(tmp_path):
     from medkit.checkpoint import load_checkpoint
 

@@ -19,18 +19,31 @@ from ..validation import split_train_validation, validation_set
 
 
 def make_loss(
-    name: str, cache: Any, volumes: list[int], label_map: dict[int, int], power: float = 1.0
+    name: str,
+    cache: Any,
+    volumes: list[int],
+    label_map: dict[int, int],
+    power: float = 1.0,
+    slices: dict[int, list[int]] | None = None,
 ) -> Any:
+    """The named loss; weighted_ce's weights come from the pixels of the slices training draws from (``slices``
+    per volume, default every slice), so unlabelled slices the sampler never draws do not dilute them."""
     if name != "weighted_ce":
         return LOSSES[name]()
     counts = np.zeros(len(CLASS_NAMES))
     for v in volumes:  # pixel counts per class from the stored per-slice areas: no mask is read
-        area = cache.mask_area(v).sum(axis=0)
+        areas = cache.mask_area(v)
+        area = (areas if slices is None else areas[slices.get(v, [])]).sum(axis=0)
         for value, pixels in enumerate(area):
             label = label_map.get(value, 0) if label_map else value
             if label < len(counts):
                 counts[label] += pixels
     return LOSSES[name](class_weights_from_counts(counts, power))
+
+
+def drawn_slices(cache: Any, cfg: Any) -> dict[int, list[int]] | None:
+    """The slices training draws from per volume (``sampler.slices``); None: every slice."""
+    return labelled_slices(cache) if cfg.sampler.slices == "labelled" else None
 
 
 def training_set(cache: Any, cfg: Any, volumes: list[int], label_map: dict[int, int]) -> ResidentSliceDataset:
@@ -43,7 +56,7 @@ def training_set(cache: Any, cfg: Any, volumes: list[int], label_map: dict[int, 
         uses=cfg.sampler.uses,
         budget_bytes=cfg.sampler.budget_mb * 2**20,
         volumes=volumes,
-        slices=labelled_slices(cache) if cfg.sampler.slices == "labelled" else None,
+        slices=drawn_slices(cache, cfg),
         seed=cfg.seed,
         transform=SliceTransform(cfg.image_size, cfg.augment, label_map),
     )
@@ -67,7 +80,7 @@ def train(ctx: RecipeContext) -> dict[str, Any]:
     model = ctx.build_model(in_channels=1, num_classes=len(CLASS_NAMES))
     train_set = training_set(cache, cfg, train_ids, label_map)
     val_set = validation_set(validation, cfg)
-    loss = make_loss(cfg.loss, cache, train_ids, label_map, cfg.class_weight_power)
+    loss = make_loss(cfg.loss, cache, train_ids, label_map, cfg.class_weight_power, drawn_slices(cache, cfg))
     trainer = trainer_from_config(
         cfg,
         ctx.device,
