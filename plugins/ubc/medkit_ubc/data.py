@@ -23,7 +23,7 @@ from medkit.cache.selection import largest_mask_slices
 from medkit.cache.store import Preprocessing, SliceCache
 from medkit.user_cache import build_once, cache_folder
 
-from .slices import NO_LABEL, Slices, SliceSet, resize_images, resize_masks
+from .slices import NO_LABEL, Slices, SliceSet, draw_patients, resize_images, resize_masks
 from .synthetic import CLASS_NAMES as SYNTHETIC_CLASSES
 from .synthetic import VERSION as SYNTHETIC_VERSION
 from .synthetic import brain_patient
@@ -173,6 +173,10 @@ def load_brats(folder: Path, config: Any) -> Slices:
                 f"BraTS patient {info.id} ({info.source}) has no grade: it is not {where}. Add it, or pass "
                 "--set data_options.semi_supervised=true to let it train the decoder only"
             )
+    if not splits and not options.all_patients:
+        graded = {p: g for p, g in labels.items() if g != NO_LABEL}
+        drawn = draw_patients(graded, BRATS_CLASSES, options.patients_per_class, options.sample_seed)
+        labels = {p: g for p, g in labels.items() if g == NO_LABEL or p in drawn}
     return slices_from_cache(cache, labels, splits, BRATS_CLASSES, config.image_size, options, BRATS_LABELS)
 
 
@@ -204,14 +208,15 @@ def slices_from_cache(
     options: Any,
     allowed: set[int],
 ) -> Slices:
-    """The N slices with most lesion per patient, min-max scaled per slice, resized to ``size``."""
+    """The N slices with most lesion per patient of ``labels`` (others are left out), min-max scaled per slice,
+    resized to ``size``."""
     check_mask_values(cache, allowed, options.binarize)
     chosen = largest_mask_slices(cache, options.slices_per_patient)
     minmax = Preprocessing("minmax")
     images, masks, patients = [], [], []
     for v, info in enumerate(cache.volumes):
-        if not chosen[v]:
-            continue  # no lesion anywhere in this patient: nothing to select
+        if info.id not in labels or not chosen[v]:
+            continue  # not drawn, or no lesion anywhere in this patient: nothing to select
         raw, mask = cache.read_slices(v, sorted(chosen[v]))
         assert mask is not None
         images.append(resize_images(minmax.apply(raw), size))

@@ -17,23 +17,31 @@ import torch.nn.functional as F
 from .slices import NO_LABEL
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """Dice = 1 - 2(sum(m_hat * m) + eps) / (sum(m_hat + m) + eps) over the whole batch (spec, Training),
-    with m_hat = sigmoid(logits); ``target`` is a {0, 1} mask of the same shape (resized when coarser)."""
+def soft_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0, formula: str = "smp"
+) -> torch.Tensor:
+    """Soft Dice loss over the whole batch at once (paper equation 3 sums "over all axes"), m_hat = sigmoid(logits),
+    ``target`` a {0, 1} mask of the same shape (resized when coarser).
+
+    ``formula="smp"``: 1 - (2 sum(m_hat m) + eps) / (sum(m_hat + m) + eps), smp's DiceLoss (the authors built on
+    smp), 0 for a perfect prediction, also of an empty mask. ``"paper"``: 1 - 2 (sum(m_hat m) + eps) /
+    (sum(m_hat + m) + eps), equation 3 as printed: eps is doubled in the numerator, so an empty mask predicted
+    empty scores -1. Both agree up to eps / sum(m_hat + m), a few thousandths on a lesion of a few hundred pixels."""
     if target.shape[-2:] != logits.shape[-2:]:
         # a deep-supervision scale: the mask's share of each coarse pixel is its soft target
         target = F.adaptive_avg_pool2d(target.float(), logits.shape[-2:])
     probability = torch.sigmoid(logits.float())
     target = target.float()
     intersection = (probability * target).sum()
-    return 1 - (2 * intersection + eps) / (probability.sum() + target.sum() + eps)
+    numerator = 2 * (intersection + eps) if formula == "paper" else 2 * intersection + eps
+    return 1 - numerator / (probability.sum() + target.sum() + eps)
 
 
 class UbcLoss:
     """alpha * CE + (1 - alpha) * soft Dice, with deep supervision averaged over the decoder's scales."""
 
-    def __init__(self, alpha: float = 0.5, deep_weight: float = 0.5) -> None:
-        self.alpha, self.deep_weight = alpha, deep_weight
+    def __init__(self, alpha: float = 0.5, deep_weight: float = 0.5, dice_formula: str = "smp") -> None:
+        self.alpha, self.deep_weight, self.dice_formula = alpha, deep_weight, dice_formula
 
     def __call__(self, output: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
         logits = output["logits"]
@@ -50,10 +58,12 @@ class UbcLoss:
             has_mask = batch["has_mask"].bool()
             if has_mask.any():
                 mask = batch["mask"][has_mask][:, None]
-                dice = soft_dice_loss(output["mask"][has_mask], mask)
+                dice = soft_dice_loss(output["mask"][has_mask], mask, formula=self.dice_formula)
                 deep: Sequence[torch.Tensor] = output.get("deep", [])
                 if deep:
-                    coarse = torch.stack([soft_dice_loss(d[has_mask], mask) for d in deep]).mean()
+                    coarse = torch.stack(
+                        [soft_dice_loss(d[has_mask], mask, formula=self.dice_formula) for d in deep]
+                    ).mean()
                     dice = (1 - self.deep_weight) * dice + self.deep_weight * coarse
                 terms.append((1 - self.alpha) * dice)
         return torch.stack([t.float() for t in terms]).sum()

@@ -89,25 +89,20 @@ class UnetBoostedClassifier(nn.Module, Model):
         features = self.encoder(x)
         output: dict[str, Any] = {"logits": self.classifier(features[-1])}
         if self.decoder is not None:
-            last, coarse = self._decode(features)
-            output["mask"] = self.segmentation_head(last)
+            coarse: list[torch.Tensor] = []
+            # deep supervision reads the coarser blocks' outputs through forward hooks, so the decoder runs
+            # through its own public forward: no copy of smp's decoder loop, whose block signature has changed
+            # between smp versions (pyproject.toml pins the tested range)
+            blocks = list(self.decoder.blocks)[:-1] if self.deep_heads is not None else []
+            hooks = [b.register_forward_hook(lambda _m, _i, out: coarse.append(out)) for b in blocks]
+            try:
+                output["mask"] = self.segmentation_head(self.decoder(features))
+            finally:
+                for hook in hooks:
+                    hook.remove()
             if self.deep_heads is not None:
                 output["deep"] = [head(f) for head, f in zip(self.deep_heads, coarse, strict=True)]
         return output
-
-    def _decode(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """smp's UnetDecoder.forward, keeping every block's output for deep supervision."""
-        decoder = self.decoder
-        assert decoder is not None
-        shapes = [f.shape[2:] for f in features][::-1]
-        skips = features[1:][::-1]
-        y = decoder.center(skips[0])
-        outputs = []
-        for i, block in enumerate(decoder.blocks):
-            skip = skips[i + 1] if i + 1 < len(skips) else None
-            y = block(y, shapes[i + 1][0], shapes[i + 1][1], skip_connection=skip)
-            outputs.append(y)
-        return outputs[-1], outputs[:-1]
 
     def parts(self) -> dict[str, int]:
         """Parameters of encoder, decoder, segmentation head and classifier (the paper's tables 1 and 2)."""

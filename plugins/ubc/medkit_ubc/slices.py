@@ -1,4 +1,4 @@
-"""Images held in memory with their masks, classes and patients; patient-wise splits and per-class subsets.
+"""Images held in memory with their masks, classes and patients; patient-wise draws, splits and per-class subsets.
 
 Label -1 marks an image without a class (it trains encoder and decoder only); ``has_mask`` false one without a
 mask (it trains encoder and classifier only). A patient is never on both sides of a split.
@@ -99,6 +99,30 @@ def check_classes(slices: Slices, indices: Sequence[int], split: str) -> None:
                 f"class {name!r} has no images in the {split} split; every class needs images on both sides "
                 "(add patients of that class, or change val_fraction / the explicit split)"
             )
+
+
+def draw_patients(
+    grades: dict[str, int], class_names: Sequence[str], per_class: int | None, seed: int
+) -> set[str]:
+    """The paper's balanced sample (section 2): ``per_class`` patients of each class drawn at random without
+    replacement, seeded (None: as many as the smallest class has - BraTS 2019's 76 LGG, so all of them, and 76
+    of its 259 HGG). Patients are sorted before the draw, so it does not depend on the file system's order."""
+    rng = np.random.default_rng(seed)
+    by_class = [sorted(p for p, g in grades.items() if g == c) for c in range(len(class_names))]
+    smallest = min(map(len, by_class))
+    wanted = smallest if per_class is None else per_class
+    for name, patients in zip(class_names, by_class, strict=True):
+        if not patients:
+            raise UsageError(
+                f"class {name!r} has no patients to draw from; both grades are needed (check the HGG/ and LGG/ "
+                "folders or data_options.grades_csv)"
+            )
+        if wanted > len(patients):
+            raise UsageError(
+                f"data_options.patients_per_class={wanted}: class {name!r} has only {len(patients)} patient(s); "
+                f"choose at most {smallest}, or add patients of that class"
+            )
+    return {str(p) for patients in by_class for p in rng.permutation(patients)[:wanted]}
 
 
 def split_by_patient(slices: Slices, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -1,8 +1,9 @@
 """The study's report: accuracy against training-set size with Wilson intervals (paper figure 6), test Dice
 against accuracy for the UBC trials (figure 7), and the tables behind them.
 
-``study.csv`` holds every trial; ``study.md`` the per-(model, size) table - mean accuracy over seeds and the 95 %
-Wilson interval of the pooled test predictions (seeds x test images) - with the plots below it.
+``study.csv`` holds every trial; ``study.md`` the per-(model, size) table - mean plateau accuracy over seeds with
+its 95 % Wilson interval over the one test set's n images (paper section 3), and the spread over seeds beside it
+- with the plots below it.
 """
 
 from __future__ import annotations
@@ -58,9 +59,22 @@ def _mean(results: Sequence[TrialResult], name: str) -> float:
     return float(np.nanmean(values)) if not all(math.isnan(v) for v in values) else math.nan
 
 
+def _spread(results: Sequence[TrialResult], name: str) -> float:
+    """Sample standard deviation over seeds (ddof 1); NaN with fewer than two finished seeds."""
+    values = [r.figures.get(name, math.nan) for r in results]
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+
+
 def summarise(results: Sequence[TrialResult]) -> list[dict[str, Any]]:
-    """One row per (arch, size): mean figures over finished seeds and the Wilson interval of the pooled
-    accuracy (every seed's test predictions counted together)."""
+    """One row per (arch, size) over its finished seeds.
+
+    ``accuracy`` is the mean over seeds of each run's plateau accuracy; ``ci_low``/``ci_high`` the 95 % Wilson
+    interval of that accuracy over the test set's n images (the paper's interval: n = 380, one test set) - the
+    seeds are not pooled into seeds x n trials, because every seed is scored on the same images, which are not
+    independent draws. How much the result moves between seeds is reported separately: ``seed_sd`` (sample
+    standard deviation of the seeds' accuracies), ``seed_min`` and ``seed_max``.
+    """
     rows = []
     archs = list(dict.fromkeys(r.arch for r in results))
     keys = sorted(dict.fromkeys((r.arch, r.size) for r in results), key=lambda k: (archs.index(k[0]), k[1]))
@@ -68,20 +82,32 @@ def summarise(results: Sequence[TrialResult]) -> list[dict[str, Any]]:
         done = [r for r in results if (r.arch, r.size) == (arch, size) and r.finished]
         if not done:
             continue
-        tests = sum(r.figures["test_images"] for r in done)
-        correct = round(sum(r.figures["accuracy"] * r.figures["test_images"] for r in done))
-        low, high = wilson_interval(correct, tests)
+        tests = {r.figures["test_images"] for r in done}
+        if len(tests) != 1:
+            raise ValueError(
+                f"{arch} at {size} images per class: trials were scored on test sets of {sorted(tests)} images; "
+                "a study compares runs on one fixed test set (split_seed)"
+            )
+        n = tests.pop()
+        accuracies = [r.figures["accuracy"] for r in done]
+        accuracy = float(np.mean(accuracies))
+        low, high = wilson_interval(round(accuracy * n), n)
         rows.append(
             {
                 "arch": arch,
                 "size": size,
                 "seeds": len(done),
-                "accuracy": correct / tests,
+                "test_images": n,
+                "accuracy": accuracy,
                 "ci_low": low,
                 "ci_high": high,
+                "seed_sd": _spread(done, "accuracy"),
+                "seed_min": min(accuracies),
+                "seed_max": max(accuracies),
                 "balanced_accuracy": _mean(done, "balanced_accuracy"),
                 "roc_auc": _mean(done, "roc_auc"),
                 "dice": _mean(done, "dice"),
+                "dice_sd": _spread(done, "dice"),
             }
         )
     return rows
@@ -107,19 +133,26 @@ def markdown(results: Sequence[TrialResult], plots: Sequence[Path]) -> str:
         "arch",
         "size",
         "seeds",
+        "test_images",
         "accuracy",
         "ci_low",
         "ci_high",
+        "seed_sd",
+        "seed_min",
+        "seed_max",
         "balanced_accuracy",
         "roc_auc",
         "dice",
+        "dice_sd",
     )
     lines = [
         "# ubc small-sample study",
         "",
-        "Accuracy on the fixed test set against training images per class; the interval is the 95 % Wilson "
-        "interval of every seed's test predictions pooled. Figures are read at the plateau (mean of the last "
-        "evaluations of each run).",
+        "Figures of each run are read at the plateau: the mean of its last `plateau` test evaluations (paper: 5). "
+        "`accuracy` is the mean over seeds; `ci_low`-`ci_high` its 95 % Wilson interval over the test set's "
+        "`test_images` (the paper's interval, n = 380 there): the uncertainty from the finite test set. "
+        "`seed_sd`, `seed_min`, `seed_max` are the spread over seeds (training subset and initialisation): "
+        "how much a repeat moves. `dice` is the mean over seeds, `dice_sd` its spread.",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "|".join("---" if c == "arch" else "---:" for c in columns) + "|",
@@ -140,7 +173,8 @@ def write_tables(folder: Path, results: Sequence[TrialResult], plots: Sequence[P
 
 
 def plot_accuracy(folder: Path, results: Sequence[TrialResult]) -> Path:
-    """Figure 6: test accuracy against training images per class, one line per model, Wilson intervals."""
+    """Figure 6: test accuracy against training images per class, one line per model (mean over seeds with its
+    Wilson interval over the test set), each seed's accuracy as a dot."""
     figure, axis = pyplot().subplots(figsize=(6.5, 4.5))
     rows = summarise(results)
     for arch in dict.fromkeys(r["arch"] for r in rows):
@@ -148,7 +182,14 @@ def plot_accuracy(folder: Path, results: Sequence[TrialResult]) -> Path:
         sizes = [r["size"] for r in mine]
         accuracy = np.array([r["accuracy"] for r in mine])
         error = [accuracy - [r["ci_low"] for r in mine], [r["ci_high"] for r in mine] - accuracy]
-        axis.errorbar(sizes, accuracy, yerr=error, marker="o", capsize=3, label=arch)
+        line = axis.errorbar(
+            sizes, accuracy, yerr=error, marker="o", capsize=3, label=f"{arch} (95 % Wilson)"
+        )
+        seeds = [r for r in results if r.arch == arch and r.finished]
+        axis.scatter(  # every seed's plateau accuracy: the spread over repeats, apart from the interval
+            [r.size for r in seeds], [r.figures["accuracy"] for r in seeds], s=12, alpha=0.5,
+            color=line[0].get_color(),
+        )  # fmt: skip
     axis.axhline(0.5, color="grey", linestyle=":", label="chance")
     axis.set_xscale("log")
     axis.set(title="accuracy vs training images per class", xlabel="images per class", ylabel="test accuracy")

@@ -7,13 +7,13 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-from helpers import brats_folder, brats_patient, image_folder
+from helpers import brats_folder, brats_patient, brats_training_tree, image_folder
 
 from medkit import UsageError
 from medkit.config import resolve_config
 from medkit_ubc.config import TrainUbcConfig
 from medkit_ubc.data import load_slices
-from medkit_ubc.slices import NO_LABEL, Slices, per_class_subset, split_by_patient
+from medkit_ubc.slices import NO_LABEL, Slices, draw_patients, per_class_subset, split_by_patient
 from medkit_ubc.synthetic import brain_patient
 
 
@@ -47,6 +47,51 @@ def test_a_brats_folder_gives_the_five_largest_lesion_slices_per_patient_with_th
     areas = sorted(((flair[..., z] > 0).sum() for z in range(12)), reverse=True)
     assert sorted(slices.masks[hgg].sum(axis=(1, 2)).tolist(), reverse=True) == areas[:5]
     assert slices.images.min() >= 0 and slices.images.max() <= 1
+
+
+def test_brats_is_sampled_as_the_paper_does_every_lgg_and_as_many_random_hgg_halved_per_class(tmp_path):
+    tree = brats_training_tree(tmp_path, hgg=6, lgg=2)
+    slices = load_slices(config(tree))
+    patients = set(slices.patients)
+    lgg = {p for p in patients if "TCIA10" in p}
+    assert len(lgg) == 2 and len(patients - lgg) == 2  # both LGG, 2 of the 6 HGG
+    assert all((slices.patients == p).sum() == 5 for p in patients)  # the 5 largest-lesion FLAIR slices
+    assert (slices.labels[np.isin(slices.patients, list(lgg))] == 0).all()
+    train, test = split_by_patient(slices, 0.5, seed=0)
+    for side in (train, test):  # halved per class: a majority guess scores 0.5, not HGG's share
+        assert np.bincount(slices.labels[side]).tolist() == [5, 5]
+    # the draw is seeded apart from --seed: the same sample_seed draws the same patients, others others
+    assert set(load_slices(config(tree, seed=3)).patients) == patients
+    draws = {frozenset(load_slices(config(tree, data_options={"sample_seed": s})).patients) for s in range(5)}
+    assert len(draws) > 1 and all(len(d) == 4 and lgg <= d for d in draws)
+
+
+def test_the_draw_can_be_sized_or_turned_off_and_refuses_more_patients_than_a_grade_has(tmp_path):
+    tree = brats_training_tree(tmp_path, hgg=5, lgg=3)
+    everyone = load_slices(config(tree, data_options={"all_patients": True}))
+    assert len(set(everyone.patients)) == 8 and (everyone.labels == 1).mean() == 5 / 8
+    two = load_slices(config(tree, data_options={"patients_per_class": 2}))
+    assert np.bincount(two.labels).tolist() == [10, 10]
+    with pytest.raises(UsageError, match=r"patients_per_class=4: class 'LGG' has only 3 patient\(s\)"):
+        load_slices(config(tree, data_options={"patients_per_class": 4}))
+
+
+def test_the_papers_brats_sample_is_76_lgg_and_76_of_259_hgg_190_images_per_class_per_split():
+    grades = {f"HGG{i:03d}": 1 for i in range(259)} | {f"LGG{i:03d}": 0 for i in range(76)}
+    drawn = draw_patients(grades, ("LGG", "HGG"), None, seed=0)
+    assert sum(p.startswith("LGG") for p in drawn) == 76 and sum(p.startswith("HGG") for p in drawn) == 76
+    assert draw_patients(dict(reversed(grades.items())), ("LGG", "HGG"), None, seed=0) == drawn
+    assert draw_patients(grades, ("LGG", "HGG"), None, seed=1) != drawn
+    ids = np.repeat(sorted(drawn), 5)
+    labels = np.array([grades[p] for p in ids])
+    n = len(ids)
+    slices = Slices(
+        np.zeros((n, 2, 2), np.float32), np.zeros((n, 2, 2), np.uint8), np.ones(n, bool), labels,
+        ids.astype(object), np.array([""] * n, dtype=object), ("LGG", "HGG"),
+    )  # fmt: skip
+    train, test = split_by_patient(slices, 0.5, seed=0)
+    assert np.bincount(labels[train]).tolist() == np.bincount(labels[test]).tolist() == [190, 190]
+    assert len(set(ids[test])) == 76  # the paper's test set: 380 images of 76 patients
 
 
 def test_grades_and_an_explicit_split_can_come_from_a_csv(tmp_path):
@@ -155,6 +200,22 @@ def test_synthetic_classes_differ_in_appearance_not_in_lesion_size():
     assert lesion.min() < np.median(image[k][image[k] > 0.05]) < lesion.max()  # dark core, bright rim
 
 
+def test_the_synthetic_class_is_decided_by_the_lesion_alone():
+    """One seed drawn as either class gives the same brain, mask, spots and noise: the images differ inside the
+    lesion only, and there the ring shows a core darker than the brain around it, which the diffuse lesion lacks."""
+    for seed in range(12):
+        diffuse, mask = brain_patient(0, 8, 64, seed=seed)
+        ring, same_mask = brain_patient(1, 8, 64, seed=seed)
+        assert np.array_equal(mask, same_mask)
+        differs = np.abs(diffuse - ring) > 1e-6
+        assert not differs[mask == 0].any() and differs[mask > 0].mean() > 0.5
+        k = mask.sum(axis=(1, 2)).argmax()
+        lesion = mask[k] > 0
+        level = np.median(diffuse[k][(diffuse[k] > 0.1) & ~lesion])
+        dark_ring, dark_diffuse = ((image[k][lesion] < 0.8 * level).mean() for image in (ring, diffuse))
+        assert dark_ring > dark_diffuse + 0.05
+
+
 def test_synthetic_distractors_lie_outside_the_mask_in_both_classes_alike():
     changed = {0: [], 1: []}
     for label in (0, 1):
@@ -177,7 +238,7 @@ def test_the_synthetic_cache_is_keyed_by_the_generators_version(tmp_path, monkey
 
     monkeypatch.setattr(data, "build_once", lambda target, build: target)
     assert data.synthetic_cache(3, 8, 32).name == f"synthetic-v{VERSION}-3p0u-8x32-seed0.h5"
-    assert VERSION >= 2  # v1 had no distractors
+    assert VERSION >= 3  # v1 had no distractors; v2 hid the class in texture, outside what the lesion decides
 
 
 def test_the_embedded_data_splits_by_synthetic_patient():

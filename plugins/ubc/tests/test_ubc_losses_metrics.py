@@ -16,15 +16,37 @@ from medkit_ubc.models import ubc
 from medkit_ubc.slices import NO_LABEL
 
 
-def test_soft_dice_follows_the_spec_formula():
+def test_soft_dice_is_smps_form_by_default_and_equation_3_as_printed_on_request():
     logits = torch.tensor([[[[0.0, 10.0], [-10.0, 0.0]]]])
     target = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
     p = torch.sigmoid(logits)
-    expected = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
-    assert soft_dice_loss(logits, target).item() == pytest.approx(expected.item())
-    assert soft_dice_loss(torch.full((1, 1, 4, 4), 20.0), torch.ones(1, 1, 4, 4)).item() == pytest.approx(
-        0, abs=1e-6
+    intersection, total = (p * target).sum(), p.sum() + target.sum()
+    smp_form = 1 - (2 * intersection + 1) / (total + 1)
+    printed = 1 - 2 * (intersection + 1) / (total + 1)  # paper equation 3, eps = 1
+    assert soft_dice_loss(logits, target).item() == pytest.approx(smp_form.item())
+    assert soft_dice_loss(logits, target, formula="paper").item() == pytest.approx(printed.item())
+    # a perfect prediction: 0 in smp's form; an empty mask predicted empty: 0 vs -1 as printed
+    full, empty = torch.full((1, 1, 4, 4), 20.0), torch.full((1, 1, 4, 4), -20.0)
+    assert soft_dice_loss(full, torch.ones(1, 1, 4, 4)).item() == pytest.approx(0, abs=1e-6)
+    assert soft_dice_loss(empty, torch.zeros(1, 1, 4, 4)).item() == pytest.approx(0, abs=1e-6)
+    assert soft_dice_loss(empty, torch.zeros(1, 1, 4, 4), formula="paper").item() == pytest.approx(
+        -1, abs=1e-6
     )
+
+
+def test_the_loss_uses_the_chosen_dice_formula():
+    output = {"logits": torch.zeros(1, 2), "mask": torch.zeros(1, 1, 4, 4)}
+    batch = {
+        "label": torch.tensor([0]),
+        "mask": torch.ones(1, 4, 4),
+        "has_mask": torch.ones(1, dtype=torch.bool),
+    }
+    ce = torch.log(torch.tensor(2.0))
+    for formula in ("smp", "paper"):
+        dice = soft_dice_loss(output["mask"], batch["mask"][:, None], formula=formula)
+        loss = UbcLoss(0.5, dice_formula=formula)(output, batch)
+        assert loss.item() == pytest.approx((0.5 * ce + 0.5 * dice).item(), rel=1e-6)
+    assert UbcLoss(dice_formula="smp")(output, batch) != UbcLoss(dice_formula="paper")(output, batch)
 
 
 def test_the_loss_is_alpha_ce_plus_one_minus_alpha_dice():

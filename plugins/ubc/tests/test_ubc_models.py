@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -68,3 +70,55 @@ def test_other_encoders_are_offered_and_an_unknown_one_is_refused():
     assert model(torch.randn(1, 1, 64, 64))["mask"].shape == (1, 1, 64, 64)
     with pytest.raises(UsageError, match=r"model\.encoder 'resnet35'"):
         ubc(encoder="resnet35")
+
+
+def test_ubc_computes_exactly_what_smps_own_unet_with_a_classification_head_computes():
+    """The decoder runs through smp's public forward: with the same weights, smp.Unet(aux_params=...) gives the
+    same mask and logits (a change inside smp that broke the assembly would show here)."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    model = ubc(encoder="resnet18").eval()
+    reference = smp.Unet(
+        "resnet18", encoder_weights=None, in_channels=1, classes=1, decoder_channels=(256, 128, 64, 32, 16),
+        aux_params={"classes": 2, "pooling": "avg", "dropout": None},
+    ).eval()  # fmt: skip
+    for part in ("encoder", "decoder", "segmentation_head"):
+        getattr(reference, part).load_state_dict(getattr(model, part).state_dict())
+    linear = next(m for m in reference.classification_head.modules() if isinstance(m, torch.nn.Linear))
+    linear.load_state_dict(model.classifier[-1].state_dict())
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        mask, logits = reference(x)
+        output = model(x)
+    assert torch.allclose(output["mask"], mask, atol=1e-5) and torch.allclose(
+        output["logits"], logits, atol=1e-5
+    )
+
+
+def test_deep_supervision_reads_the_decoders_blocks_without_changing_the_mask():
+    torch.manual_seed(0)
+    deep = ubc(encoder="resnet18", deep_supervision=True).eval()
+    plain = ubc(encoder="resnet18").eval()
+    plain.load_state_dict(deep.state_dict(), strict=False)
+    x = torch.randn(1, 1, 64, 64)
+    blocks = []
+    hook = deep.decoder.blocks[0].register_forward_hook(lambda _m, _i, out: blocks.append(out))
+    with torch.no_grad():
+        output = deep(x)
+        assert torch.equal(output["mask"], plain(x)["mask"])
+    hook.remove()
+    assert torch.equal(output["deep"][0], deep.deep_heads[0](blocks[0]))  # the coarsest block's own mask
+    assert not deep.decoder.blocks[1]._forward_hooks  # hooks live for one forward only
+
+
+def test_the_installed_smp_lies_in_the_range_the_plugin_pins():
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    (smp,) = [Requirement(d) for d in project["dependencies"] if d.startswith("segmentation-models-pytorch")]
+    assert smp.specifier and smp.specifier.contains("0.6.0")  # the version these tests ran on
+    assert version("segmentation-models-pytorch") in smp.specifier

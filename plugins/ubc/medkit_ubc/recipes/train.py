@@ -51,6 +51,7 @@ def describe_split(slices: Slices, indices: list[int]) -> dict[str, Any]:
         "unlabelled": int((labels == NO_LABEL).sum()),
         "without_mask": int((~slices.has_mask[indices]).sum()),
         "patients": len(set(slices.patients[indices])),
+        "patient_ids": sorted(map(str, set(slices.patients[indices]))),  # which patients decide the table
     }
 
 
@@ -76,7 +77,7 @@ def train(ctx: RecipeContext) -> dict[str, Any]:
     trainer = trainer_from_config(
         cfg,
         ctx.device,
-        loss=UbcLoss(cfg.alpha, cfg.deep_weight),
+        loss=UbcLoss(cfg.alpha, cfg.deep_weight, cfg.dice_formula),
         make_scorers=lambda: [UbcScorer(slices.class_names)],
         console=ctx.console,
         target_key=None,  # the loss and the scorer need label, mask and has_mask together
