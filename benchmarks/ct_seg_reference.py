@@ -15,6 +15,7 @@ per-slice metric (absent class = 1) on the validation volumes' labelled slices. 
 calibration (runs of 1 and 3 epochs) so that each run takes about `--minutes`.
 
     .venv/bin/python benchmarks/ct_seg_reference.py [--minutes 5] [--volumes 16] [--generators embedded,b]
+        [--keep DIR]  # keep caches and runs (checkpoints) to re-score them later
 
 Writes benchmarks/results/ct_seg_reference.json (figures, seconds, and each recipe's figures over the plain
 U-Net's).
@@ -23,6 +24,7 @@ U-Net's).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -235,10 +237,22 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, default=16, help="phantoms per generator (a quarter validate)")
     parser.add_argument("--generators", default="embedded,b")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "ct_seg_reference.json")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the caches and run directories (checkpoints included) in this folder instead of a temporary one",
+    )
     args = parser.parse_args()
     os.environ.setdefault("MEDKIT_RUNS_DIR", tempfile.mkdtemp(prefix="medkit-reference-runs-"))
     report: dict[str, Any] = {"minutes": args.minutes, "volumes": args.volumes, "generators": {}}
-    with tempfile.TemporaryDirectory(prefix="ct-seg-reference-") as folder:
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    work = (
+        contextlib.nullcontext(str(args.keep))
+        if args.keep
+        else tempfile.TemporaryDirectory(prefix="ct-seg-reference-")
+    )
+    with work as folder:
         for generator in args.generators.split(","):
             report["generators"][generator] = run_generator(generator, args, Path(folder))
     args.out.parent.mkdir(parents=True, exist_ok=True)
