@@ -94,36 +94,37 @@ def build_model(arch: str, upsampling: str) -> Any:
     return model
 
 
-def dice_ce(logits: Any, target: Any, eps: float = 1.0) -> Any:
-    """nnU-Net's pairing: cross-entropy plus one minus the soft Dice of the foreground classes, each summed over
-    the whole batch (so a class absent from one slice does not score that slice 0)."""
+def foreground_dice_loss(logits: Any, target: Any, eps: float = 1.0) -> Any:
+    """One minus the soft Dice of the foreground classes, each summed over the whole batch (so a class absent from
+    one slice does not score that slice 0)."""
     import torch
 
     p = logits.softmax(dim=1)
     g = torch.nn.functional.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(p.dtype)
-    intersection, sum_p, sum_g = ((t).sum(dim=(0, 2, 3))[1:] for t in (p * g, p, g))
-    dice = (2 * intersection + eps) / (sum_p + sum_g + eps)
-    return torch.nn.functional.cross_entropy(logits, target) + 1 - dice.mean()
+    intersection, sum_p, sum_g = (t.sum(dim=(0, 2, 3))[1:] for t in (p * g, p, g))
+    return 1 - ((2 * intersection + eps) / (sum_p + sum_g + eps)).mean()
 
 
-def make_loss(name: str, power: float, masks: Any) -> Any:
+def make_loss(name: str, power: float, counts: Any, rare_only: bool = False) -> Any:
+    """The named loss; class weights from the training pixels' ``counts`` (``rare_only``: the lungs keep the
+    background's weight)."""
     import torch
 
     from medkit_ct_seg import losses
 
-    if name.startswith("weighted_ce"):
-        weighted = losses.WeightedCrossEntropy(losses.class_weights_from_counts(class_counts(masks), power))
-        if name == "weighted_ce+dice":  # the Dice term of dice_ce on top of the weighted cross-entropy
-
-            def weighted_plus_dice(logits: Any, target: Any) -> Any:
-                ce = torch.nn.functional.cross_entropy(logits, target)
-                return weighted(logits, target) + dice_ce(logits, target) - ce
-
-            return weighted_plus_dice
-        return weighted
-    if name == "dice_ce":
-        return dice_ce
-    return losses.LOSSES[name]()
+    if name == "dice_ce":  # nnU-Net's pairing
+        return lambda logits, y: (
+            torch.nn.functional.cross_entropy(logits, y) + foreground_dice_loss(logits, y)
+        )
+    if not name.startswith("weighted_ce"):
+        return losses.LOSSES[name]()
+    weights = losses.class_weights_from_counts(counts, power)
+    if rare_only:
+        weights[1:3] = weights[0]
+    weighted = losses.WeightedCrossEntropy(weights)
+    if name == "weighted_ce+dice":
+        return lambda logits, y: weighted(logits, y) + foreground_dice_loss(logits, y)
+    return weighted
 
 
 def class_counts(masks: Any) -> Any:
@@ -161,12 +162,8 @@ def trial(name: str, cache_path: str, evaluations: int = 8) -> dict[str, Any]:
     train_x, train_y = reference.slices_of(cache, train_ids, every_slice=spec["slices"] == "all")
     val_x, val_y = reference.slices_of(cache, val_ids)
     model = build_model(spec["arch"], spec["upsampling"])
-    loss = make_loss(spec["loss"], spec.get("power", 0.5), train_y)
-    if spec.get("rare_only"):
-        weights = loss.weights.clone()
-        weights[1:3] = weights[0]
-        loss.weights = weights
-    counts = class_counts(train_y)  # for fading weights, recomputed from these each step
+    counts = class_counts(train_y)  # also for fading weights, recomputed from these each step
+    loss = make_loss(spec["loss"], spec.get("power", 0.5), counts, spec.get("rare_only", False))
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.get("lr", 1e-3))
     cosine = spec["schedule"] == "cosine"
     schedule = torch.optim.lr_scheduler.LambdaLR(
