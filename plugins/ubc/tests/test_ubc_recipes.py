@@ -244,3 +244,21 @@ def test_the_papers_set_up_ships_as_a_config_file_equal_to_the_paper_scale():
     )
     from_constant = resolve_config(TrainUbcConfig, [("config.PAPER", PAPER)])
     assert from_file[0] == from_constant[0]  # one paper set-up: the file and the study's paper scale agree
+
+
+def test_the_papers_config_takes_a_real_step_at_224_px(tmp_path):
+    """configs/paper.yaml as shipped (224 px, Adam 2e-5, batch 50, equation 3's Dice), on 2 synthetic patients per
+    class instead of 76 and one epoch: one optimiser step on the 10 training images."""
+    import math
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    out = tmp_path / "paper"
+    options = ["--device", "cpu", "--epochs", "1", "--set", "data_options.synthetic.patients=2"]
+    result = run_cli(["run", "ubc", "--config", str(configs / "paper.yaml"), "--out", str(out), *options])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert (config["image_size"], config["batch_size"], config["optim"]["lr"]) == (224, 50, 2e-5)
+    assert config["dice_formula"] == "paper"
+    (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert record["train/samples"] == 10  # 1 of 2 patients per class trains, 5 slices each
+    assert math.isfinite(record["train/loss"]) and "val/dice" in record
