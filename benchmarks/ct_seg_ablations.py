@@ -30,6 +30,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 ATTN_STEPS, PLAIN_STEPS = 360, 1300
+SHARES = (
+    0.125,
+    0.25,
+    0.5,
+)  # shares of the class weights' bias removed at inference, scored beside each trial
 NEW_DEFAULT: dict[str, Any] = {"arch": "attn_unetpp_v2", "loss": "weighted_ce", "power": 0.5}
 ABLATIONS: dict[str, dict[str, Any]] = {
     # the recipe before issue 16, and today's default
@@ -144,6 +149,7 @@ def trial(name: str, cache_path: str, evaluations: int = 8) -> dict[str, Any]:
     from medkit_ct_seg.augment import SliceTransform
     from medkit_ct_seg.config import AugmentConfig
     from medkit_ct_seg.data import split_volumes
+    from medkit_ct_seg.decision import attach_offset, weight_offset
     from medkit_ct_seg.losses import class_weights_from_counts
 
     spec = {
@@ -178,6 +184,8 @@ def trial(name: str, cache_path: str, evaluations: int = 8) -> dict[str, Any]:
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     best: dict[str, float] = {}
     curve = []
+    # weighted losses: each evaluation also scored with a share of the weights' bias removed (decision.py)
+    adjusted: dict[float, dict[str, float]] = {}
     for step in range(1, steps + 1):
         chosen = torch.randint(0, len(train_x), (spec.get("batch", 8),), generator=generator)
         images, masks = train_x[chosen], train_y[chosen]
@@ -197,8 +205,25 @@ def trial(name: str, cache_path: str, evaluations: int = 8) -> dict[str, Any]:
             curve.append([step, round(figures["mean_dice"], 4), round(figures["dice/airway"], 4)])
             if not best or figures["mean_dice"] > best["mean_dice"]:
                 best = figures
-    figures = {f: round(v, 4) for f, v in best.items() if f in reference.FIGURES or "lung" in f}
-    return {"spec": spec, "steps": steps, **figures, "curve": curve}
+            weights = getattr(loss, "weights", None)  # read now: fading weights change every step
+            for share in SHARES if weights is not None else ():
+                attach_offset(model, weight_offset(weights, share))
+                scored = reference.evaluate(model, val_x, val_y)
+                if share not in adjusted or scored["mean_dice"] > adjusted[share]["mean_dice"]:
+                    adjusted[share] = scored
+                attach_offset(model, torch.zeros(len(weights)))
+    kept = [
+        *reference.FIGURES,
+        "precision/left_lung",
+        "recall/left_lung",
+        "precision/airway",
+        "recall/airway",
+    ]
+    figures = {f: round(best[f], 4) for f in kept}
+    result = {"spec": spec, "steps": steps, **figures, "curve": curve}
+    if adjusted:
+        result["bias_removed"] = {str(s): {f: round(v[f], 4) for f in kept} for s, v in adjusted.items()}
+    return result
 
 
 def run_in_process(name: str, cache: Path, out: Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from medkit import option
+from medkit import UsageError, option
 from medkit.config import OptimizerConfig, RecipeConfig, TrainingConfig
 
 LION_LR, LION_WEIGHT_DECAY = 1e-4, 1e-2  # the authors' Lion runs (spec, Training facts)
@@ -96,6 +96,14 @@ class TrainSegConfig(TrainingConfig):
         help="weighted_ce: class weight = pixel frequency^-power; 0.5 (inverse square root, default) finds the "
         "airway without painting it over its neighbours, 1 is plain inverse frequency",
     )
+    logit_adjustment: float | None = option(
+        None,
+        help="weighted_ce: share of the class weights' bias removed from best.pt's decision (a logit offset of "
+        "share x log(weight), kept in the checkpoint): null (default) chooses it after training on the training "
+        "slices from 0, 1/8, 1/4, 1/2, 3/4, 1; 0 keeps the weighted decision, which over-calls the weighted "
+        "classes; 1 gives plain cross-entropy's, which loses airway recall",
+        minimum=0.0,
+    )
     optim: OptimizerConfig = option(
         default_factory=lambda: OptimizerConfig(lr=1e-3, scheduler="none"),
         help="optimiser: Adam 1e-3 without a schedule, as the paper (a cosine schedule lost 0.02 mean Dice in "
@@ -145,6 +153,13 @@ class TrainSegConfig(TrainingConfig):
             # the default width does not apply to DeepLab, which has none; its builders refuse any width a
             # user gives, so that a width sweep cannot train one model several times
             self.model = {key: value for key, value in self.model.items() if key != "b"}
+
+    def validate(self) -> None:
+        if self.logit_adjustment is not None and self.logit_adjustment > 1:
+            raise UsageError(
+                f"logit_adjustment={self.logit_adjustment}: it is the share of the class weights' bias removed "
+                "at inference, from 0 (none) to 1 (all); choose a value in that range"
+            )
 
     def figure_names(self) -> list[str]:
         from .data import CLASS_NAMES

@@ -32,6 +32,7 @@ from medkit.runs import ENV_FILE, read_json, runs_root
 
 from ..augment import label_lookup
 from ..data import CLASS_NAMES, implied_labels
+from ..decision import OFFSET_BUFFER, attach_stored_offset
 from ..metrics import PaperSegmentationScorer
 from ..phantoms import phantom
 from ..source_geometry import write_labels_like
@@ -71,6 +72,7 @@ def load_model(ctx: RecipeContext, path: Path) -> tuple[torch.nn.Module, dict[st
     model = ctx.plugin.entry("architecture", arch, "--arch").build(
         **{**options, "in_channels": 1, "num_classes": len(CLASS_NAMES)}
     )
+    attach_stored_offset(model, state["model"])  # a weighted-loss run's decision offset (decision.py)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
@@ -78,7 +80,10 @@ def load_model(ctx: RecipeContext, path: Path) -> tuple[torch.nn.Module, dict[st
             f"checkpoint {path} does not fit {arch} with options {options}: it was trained with another width or "
             f"class count ({str(err).splitlines()[0]})"
         ) from err
-    return model.to(ctx.device).eval(), {"arch": arch, "options": options, "epoch": state.get("epoch")}
+    info = {"arch": arch, "options": options, "epoch": state.get("epoch")}
+    if OFFSET_BUFFER in state["model"]:  # subtracted from the logits before the argmax
+        info["decision_offset"] = dict(zip(CLASS_NAMES, state["model"][OFFSET_BUFFER].tolist(), strict=True))
+    return model.to(ctx.device).eval(), info
 
 
 @torch.inference_mode()

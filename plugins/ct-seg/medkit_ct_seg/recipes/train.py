@@ -5,14 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
 from medkit import RecipeContext, UsageError
 from medkit.cache.sampler import ResidentSliceDataset
-from medkit.cache.selection import labelled_slices
+from medkit.cache.selection import CachedSlices, labelled_slices
+from medkit.checkpoint import load_checkpoint, save_checkpoint
 from medkit.trainer import trainer_from_config
 
 from ..augment import SliceTransform
 from ..data import CLASS_NAMES, open_cache
+from ..decision import SHARES, attach_offset, figures_by_share, weight_offset
 from ..losses import LOSSES, class_weights_from_counts
 from ..metrics import PaperSegmentationScorer, ranking_figures
 from ..validation import split_train_validation, validation_set
@@ -62,6 +66,61 @@ def training_set(cache: Any, cfg: Any, volumes: list[int], label_map: dict[int, 
     )
 
 
+CALIBRATION_SLICES = (
+    512  # training slices the decision's share is chosen on (evenly spaced when there are more)
+)
+
+
+def calibration_batches(cache: Any, volumes: list[int], label_map: dict[int, int], cfg: Any) -> DataLoader:
+    """Up to CALIBRATION_SLICES labelled training slices, resized as in training but never augmented."""
+    labelled = labelled_slices(cache)
+    keys = [(v, s) for v in volumes for s in labelled.get(v, [])]
+    kept = [keys[i] for i in np.linspace(0, len(keys) - 1, min(len(keys), CALIBRATION_SLICES)).astype(int)]
+    chosen: dict[int, list[int]] = {}
+    for v, s in kept:
+        chosen.setdefault(v, []).append(s)
+    transform = SliceTransform(cfg.image_size, None, label_map)
+    return DataLoader(
+        CachedSlices(cache, chosen, class_names=CLASS_NAMES, transform=transform), batch_size=16
+    )
+
+
+def adjust_best_decision(
+    ctx: RecipeContext,
+    model: Any,
+    weights: Any,
+    training: tuple[Any, list[int], dict[int, int]],
+    val_set: Any,
+    summary: dict[str, Any],
+) -> None:
+    """Give best.pt the share of the class weights' bias to remove (decision.py): ``logit_adjustment``, or the
+    share whose decisions score best on the training slices; re-score the validation slices with it."""
+    cfg, scorer = ctx.config, lambda: PaperSegmentationScorer(CLASS_NAMES)
+    state = load_checkpoint(ctx.run.best_checkpoint)
+    model.load_state_dict(state["model"])
+    attach_offset(model, torch.zeros(len(weights)))
+    report: dict[str, Any] = {"share": cfg.logit_adjustment, "chosen_on": "the logit_adjustment option"}
+    if cfg.logit_adjustment is None:
+        batches = calibration_batches(*training, cfg)
+        by_share = figures_by_share(model, batches, weights, scorer, SHARES, ctx.device)
+        best = max(by_share, key=lambda share: by_share[share]["mean_dice"])  # ties: the smallest share
+        report = {
+            "share": best,
+            "chosen_on": f"{len(batches.dataset)} training slices",
+            "training_mean_dice": {str(share): round(f["mean_dice"], 5) for share, f in by_share.items()},
+        }
+    share = report["share"]
+    (figures,) = figures_by_share(
+        model, DataLoader(val_set, batch_size=16), weights, scorer, [share], ctx.device
+    ).values()
+    summary["best_val_weighted_decision"] = dict(summary["best_val"])
+    summary["best_val"].update(figures)
+    attach_offset(model, weight_offset(weights, share))
+    save_checkpoint(ctx.run.best_checkpoint, {**state, "model": model.state_dict()})
+    summary["class_weights"] = dict(zip(CLASS_NAMES, map(float, weights), strict=True))
+    summary["logit_adjustment"] = report
+
+
 def check_model_shape(options: dict[str, Any]) -> None:
     """CT slices have one channel and the task four classes; a model built otherwise could not train on them."""
     for key, needed in (("in_channels", 1), ("num_classes", len(CLASS_NAMES))):
@@ -81,6 +140,9 @@ def train(ctx: RecipeContext) -> dict[str, Any]:
     train_set = training_set(cache, cfg, train_ids, label_map)
     val_set = validation_set(validation, cfg)
     loss = make_loss(cfg.loss, cache, train_ids, label_map, cfg.class_weight_power, drawn_slices(cache, cfg))
+    weights = getattr(loss, "weights", None)
+    if weights is not None:  # a zero offset while training; best.pt gets its share after (decision.py)
+        attach_offset(model, torch.zeros(len(weights)))
     trainer = trainer_from_config(
         cfg,
         ctx.device,
@@ -95,6 +157,8 @@ def train(ctx: RecipeContext) -> dict[str, Any]:
     # the held-out volumes' figures at the epoch best.pt was saved: what a user of the checkpoint gets
     summary["best_val"] = {k.removeprefix("val/"): v for k, v in best.items() if k.startswith("val/")}
     # the headline figures as top-level numbers, so `medkit run` prints them
+    if weights is not None and ctx.run.is_main:
+        adjust_best_decision(ctx, model, weights, (cache, train_ids, label_map), val_set, summary)
     summary.update({f"best_val/{k}": v for k, v in summary["best_val"].items() if k.startswith("dice/")})
     summary.update(
         parameters=model.num_parameters(),
