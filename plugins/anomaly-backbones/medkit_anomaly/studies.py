@@ -72,8 +72,8 @@ class StudyAnomalyConfig(RecipeConfig):
     )
     weight_sources: list[str] = option(
         default_factory=lambda: ["imagenet", "random"],
-        help="weights of every backbone: imagenet (a local file; a backbone without one is a failed trial), "
-        "random (the study's control) or state-dict paths",
+        help="weights of every backbone: imagenet (a local file, of base.weights_variant if given; a backbone "
+        "without one is a skipped trial), random (the study's control) or state-dict paths",
     )
     categories: list[str] = option(default_factory=list, help="categories of every trial; empty: all")
     base: dict[str, Any] = option(

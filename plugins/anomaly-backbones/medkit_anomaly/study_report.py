@@ -146,6 +146,15 @@ def _pair(result: TrialResult | None) -> str:
     return f"{image} / {pixel}"
 
 
+def skipped_list(results: Sequence[TrialResult]) -> list[str]:
+    """The trials that did not run and why (which weights file to put where): the thesis tables' blank cells."""
+    skipped = [r for r in results if r.skipped]
+    if not skipped:
+        return []
+    lines = ["", "### Skipped trials", ""]
+    return lines + [f"- `{r.trial}`: {' '.join(r.skipped.split())}" for r in skipped]
+
+
 def markdown_report(results: Sequence[TrialResult], plot: Path | None) -> str:
     lines = [
         "# anomaly-backbones study",
@@ -162,6 +171,7 @@ def markdown_report(results: Sequence[TrialResult], plot: Path | None) -> str:
         "",
         "## The thesis' tables",
         *thesis_tables(results),
+        *skipped_list(results),
     ]
     if plot is not None:
         lines += ["", "## Quality and speed", "", f"![quality vs speed]({plot.as_posix()})"]

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from medkit.errors import UsageError
 from medkit_anomaly.backbone_table import BACKBONES, backbone_spec, list_backbones, patchcore_layers
-from medkit_anomaly.backbones import build_backbone, build_network, empty_weights, probe_layers
+from medkit_anomaly.backbones import build_backbone, build_network, empty_weights, probe_head, probe_layers
+from medkit_anomaly.weights import LITE0_VARIANT, default_variant
 
 # The spec's table (spec/anomaly.md, "Backbones and embedding layers"): name -> (dimension a, random reduction d).
 # NOT_GIVEN where the spec is silent; d None is the spec's "no reduction".
@@ -134,6 +135,8 @@ def test_the_tables_channels_are_those_of_the_built_network(name):
     strides = [s for _, s in probed]
     assert strides == sorted(strides), "embedding layers come in order of increasing stride"
     assert spec.default_d is None or spec.default_d < spec.embedding_dim
+    # SPADE's image feature: the final pooled feature is at least as wide as the last embedding layer
+    assert probe_head(network, spec.head, name) >= spec.channels[-1]
     if len(spec.layers) > 1:  # AlexNet and VGG have one embedding layer, and PatchCore takes it
         (_, fine), (_, coarse) = probe_layers(network, patchcore_layers(name), name)
         assert (fine, round(coarse / 8)) == (8, 2), (
@@ -171,6 +174,22 @@ def test_a_backbone_is_frozen_and_stays_in_evaluation_mode():
     assert not any(p.requires_grad for p in backbone.parameters())
 
 
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "densenet121", "efficientnet_lite0"])
+def test_the_pooled_feature_is_what_the_networks_classifier_receives(name):
+    """SPADE's published image feature: the classifier applied to it gives the network's own logits, and the pass
+    that computes it stops before the classifier."""
+    backbone = build_backbone(name, weights="random")
+    head = dict(backbone.model.named_modules())[backbone.head]
+    ran = []
+    head.register_forward_hook(lambda *_: ran.append(backbone.head))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        maps, pooled = backbone.forward_pooled(x)
+        assert ran == [] and [m.shape for m in maps] == [m.shape for m in backbone(x)]
+        torch.testing.assert_close(head(pooled), backbone.model(x))
+    assert pooled.shape == (2, backbone.pooled_dim)
+
+
 def test_random_weights_are_seeded():
     first, again, other = (build_backbone("resnet18", "random", seed=s) for s in (1024, 1024, 1))
     assert torch.equal(first.model.conv1.weight, again.model.conv1.weight)
@@ -197,7 +216,70 @@ def test_imagenet_weights_without_a_local_file_say_where_to_put_them_and_do_not_
     with pytest.raises(UsageError) as raised:
         build_backbone(name, weights="imagenet")
     message = str(raised.value)
-    assert expected in message and "--weights PATH" in message
+    assert expected in message and "--set weights=PATH" in message
+
+
+def test_the_default_variants_are_the_studys_and_the_offline_package():
+    assert default_variant(backbone_spec("resnet50")) == "IMAGENET1K_V1"
+    assert default_variant(backbone_spec("efficientnet_lite0")) == LITE0_VARIANT
+    assert build_backbone("efficientnet_lite0", "imagenet").weights_variant == LITE0_VARIANT
+
+
+def mobilenet_v2_files(folder, variants: dict[str, int]) -> dict[str, dict[str, torch.Tensor]]:
+    """Random MobileNetV2 state dicts saved under torchvision's file names of ``variants`` (name -> seed)."""
+    files = {"IMAGENET1K_V1": "mobilenet_v2-b0353104.pth", "IMAGENET1K_V2": "mobilenet_v2-7ebf99e0.pth"}
+    folder.mkdir(parents=True, exist_ok=True)
+    states = {}
+    for variant, seed in variants.items():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            states[variant] = build_network("mobilenet_v2").state_dict()
+        torch.save(states[variant], folder / files[variant])
+    return states
+
+
+def test_a_weights_variant_is_chosen_by_name_and_recorded(offline):
+    states = mobilenet_v2_files(offline, {"IMAGENET1K_V1": 1, "IMAGENET1K_V2": 2})
+    chosen = build_backbone("mobilenet_v2", "imagenet", variant="IMAGENET1K_V2")
+    default = build_backbone("mobilenet_v2", "imagenet")
+    first_conv = "features.0.0.weight"
+    assert torch.equal(chosen.model.state_dict()[first_conv], states["IMAGENET1K_V2"][first_conv])
+    assert torch.equal(default.model.state_dict()[first_conv], states["IMAGENET1K_V1"][first_conv])
+    assert (chosen.weights_variant, default.weights_variant) == ("IMAGENET1K_V2", "IMAGENET1K_V1")
+    assert chosen.weights.endswith("mobilenet_v2-7ebf99e0.pth (by name)")
+    assert build_backbone("mobilenet_v2", "random").weights_variant is None
+
+
+def test_a_missing_variant_is_an_error_naming_its_file_not_a_substitute(offline):
+    """IMAGENET1K_V1's file is here, V2's is not: asking for V2 names V2's file and where to put it."""
+    mobilenet_v2_files(offline, {"IMAGENET1K_V1": 1})
+    with pytest.raises(UsageError) as raised:
+        build_backbone("mobilenet_v2", "imagenet", variant="IMAGENET1K_V2")
+    message = str(raised.value)
+    assert "no local ImageNet weights for mobilenet_v2 (variant IMAGENET1K_V2" in message
+    put_at = offline / "mobilenet_v2-7ebf99e0.pth"
+    assert (
+        f"Download https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth elsewhere and put it at {put_at}"
+        in message
+    )
+    assert "Other variants here: IMAGENET1K_V1" in message
+
+
+def test_a_timm_variant_without_a_file_says_to_put_the_hubs_file_in_the_torch_hub_folder(offline):
+    with pytest.raises(UsageError) as raised:
+        build_backbone("seresnext50_32x4d", "imagenet", variant="gluon_in1k")
+    message = str(raised.value)
+    assert "huggingface.co/timm/seresnext50_32x4d.gluon_in1k/resolve/main/model.safetensors" in message
+    assert f"put it at {offline / 'seresnext50_32x4d.gluon_in1k.safetensors'}" in message
+
+
+def test_an_unknown_variant_lists_the_backbones_variants(offline):
+    with pytest.raises(
+        UsageError, match=r"no ImageNet weights variant 'IMAGENET1K_V3'.*IMAGENET1K_V1, IMAGENET1K_V2"
+    ):
+        build_backbone("mobilenet_v2", "imagenet", variant="IMAGENET1K_V3")
+    with pytest.raises(UsageError, match="needs weights='imagenet'"):
+        build_backbone("mobilenet_v2", "random", variant="IMAGENET1K_V2")
 
 
 def test_a_state_dict_with_other_key_names_loads_by_order(tmp_path):

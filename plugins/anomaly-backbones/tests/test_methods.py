@@ -37,12 +37,14 @@ needs_peak_reset = pytest.mark.skipif(
 
 
 class RandomConvNet(nn.Module):
-    """Three strided conv stages with random weights: maps of 16, 32, 64 channels at strides 4, 8, 16."""
+    """Three strided conv stages with random weights: maps of 16, 32, 64 channels at strides 4, 8, 16; and, as
+    the plugin's backbones, the network's final pooled feature (a fourth stage, average-pooled: 96 channels)."""
 
     layers = ("stage1", "stage2", "stage3")
     channels = (16, 32, 64)
     embedding_dim = 112
     default_d = 50
+    pooled_dim = 96
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__()
@@ -54,6 +56,7 @@ class RandomConvNet(nn.Module):
                 nn.Sequential(nn.Conv2d(32, 64, kernel_size=3, stride=2, padding=1), nn.ReLU()),
             ]
         )
+        self.last_stage = nn.Sequential(nn.Conv2d(64, 96, kernel_size=3, stride=2, padding=1), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         maps = []
@@ -61,6 +64,10 @@ class RandomConvNet(nn.Module):
             x = stage(x)
             maps.append(x)
         return maps
+
+    def forward_pooled(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        maps = self.forward(x)
+        return maps, self.last_stage(maps[-1]).mean(dim=(2, 3))
 
 
 def textures(n: int, rng: np.random.Generator, size: int = SIZE) -> torch.Tensor:
@@ -88,6 +95,7 @@ def data() -> dict[str, torch.Tensor]:
 
 METHODS = {
     "spade": lambda: SPADE(RandomConvNet(), k=10),
+    "spade-last-layer": lambda: SPADE(RandomConvNet(), k=10, image_feature="last_layer"),
     "padim": lambda: PaDiM(RandomConvNet()),
     "patchcore": lambda: PatchCore(RandomConvNet()),
     "patchcore-reweighted": lambda: PatchCore(RandomConvNet(), reweight_neighbours=9),
@@ -305,6 +313,102 @@ def test_cflow_with_a_fiber_budget_takes_that_many_fibers_per_epoch(data, monkey
     )
     model.fit(data["train"][:4])  # 300 of the 4 images' thousands of fibers per epoch
     assert len(steps) == 2 * 3
+
+
+# SPADE against brute force
+
+
+class TableExtractor(nn.Module):
+    """Features looked up, not computed: image i (every pixel holds i) has the maps ``maps[l][i]`` and the final
+    pooled feature ``pooled[i]``, so SPADE's searches run on features drawn at random."""
+
+    def __init__(self, maps: list[torch.Tensor], pooled: torch.Tensor) -> None:
+        super().__init__()
+        self.maps, self.pooled = maps, pooled
+        self.channels = [m.shape[1] for m in maps]
+        self.pooled_dim = pooled.shape[1]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [m[x[:, 0, 0, 0].long()] for m in self.maps]
+
+    def forward_pooled(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return self.forward(x), self.pooled[x[:, 0, 0, 0].long()]
+
+
+def spade_by_brute_force(
+    train: list[np.ndarray],
+    test: list[np.ndarray],
+    train_global: np.ndarray,
+    test_global: np.ndarray,
+    k: int,
+    kappa: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SPADE in float64 numpy, every distance computed: image scores (T,) and maps (T, H, W), maps at input size."""
+    distances = np.linalg.norm(test_global[:, None] - train_global[None], axis=2)  # (T, N)
+    nearest = np.argsort(distances, axis=1)[:, :k]
+    scores = np.take_along_axis(distances, nearest, axis=1).mean(axis=1)
+    maps = []
+    for t in range(len(test_global)):
+        layer_maps = []
+        for train_map, test_map in zip(train, test, strict=True):
+            channels, height, width = test_map.shape[1:]
+            gallery = train_map[nearest[t]].transpose(0, 2, 3, 1).reshape(-1, channels)
+            queries = test_map[t].transpose(1, 2, 0).reshape(-1, channels)
+            to_gallery = np.linalg.norm(queries[:, None] - gallery[None], axis=2)
+            layer_maps.append(np.sort(to_gallery, axis=1)[:, :kappa].mean(axis=1).reshape(height, width))
+        maps.append(np.mean(layer_maps, axis=0))
+    return scores, np.stack(maps)
+
+
+@pytest.mark.parametrize("image_feature", ["avgpool", "last_layer"])
+def test_spades_image_and_pixel_knn_equal_a_brute_force_computation(image_feature: str) -> None:
+    """12 training and 5 test images with random features: two layers at the input's 6 x 6 (no upsampling), a
+    pooled feature of 5; K = 3 images, kappa = 2 gallery neighbours, no smoothing."""
+    generator = torch.Generator().manual_seed(6)
+    maps = [torch.randn(17, channels, 6, 6, generator=generator) for channels in (4, 7)]
+    pooled = torch.randn(17, 5, generator=generator)
+    images = torch.arange(17, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 6, 6)
+    model = SPADE(TableExtractor(maps, pooled), k=3, kappa=2, image_feature=image_feature, sigma=0)
+    scores, anomaly_maps = model.fit(images[:12].split(5)).predict(images[12:], batch_size=2)
+    layers = [m.double().numpy() for m in maps]
+    global_features = pooled.double().numpy() if image_feature == "avgpool" else layers[-1].mean(axis=(2, 3))
+    expected_scores, expected_maps = spade_by_brute_force(
+        [m[:12] for m in layers], [m[12:] for m in layers], global_features[:12], global_features[12:], 3, 2
+    )
+    np.testing.assert_allclose(scores.numpy(), expected_scores, rtol=1e-5)
+    np.testing.assert_allclose(anomaly_maps.numpy(), expected_maps, rtol=1e-4, atol=1e-5)
+
+
+def test_spade_pools_the_networks_final_feature_unless_told_the_last_layer() -> None:
+    """The two image features retrieve different neighbours for the same maps (their pooled features differ)."""
+    generator = torch.Generator().manual_seed(7)
+    maps = [torch.randn(20, 4, 6, 6, generator=generator)]
+    pooled = torch.randn(20, 5, generator=generator)
+    images = torch.arange(20, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 6, 6)
+    avgpool = SPADE(TableExtractor(maps, pooled), k=1, sigma=0).fit(images[:15])
+    last = SPADE(TableExtractor(maps, pooled), k=1, image_feature="last_layer", sigma=0).fit(images[:15])
+    assert torch.equal(avgpool.train_features, pooled[:15])
+    assert torch.equal(last.train_features, maps[0][:15].mean(dim=(2, 3)))
+    assert not torch.equal(avgpool.predict(images[15:])[0], last.predict(images[15:])[0])
+
+
+def test_spade_asks_for_the_last_layer_when_the_extractor_has_no_pooled_feature() -> None:
+    with pytest.raises(UsageError, match="image_feature='last_layer'"):
+        SPADE(Pointwise())
+    with pytest.raises(UsageError, match="avgpool, last_layer"):
+        SPADE(RandomConvNet(), image_feature="pooled")
+    assert SPADE(Pointwise(), image_feature="last_layer").config["image_feature"] == "last_layer"
+
+
+def test_a_spade_model_saved_before_image_feature_existed_loads_as_last_layer(fitted, data, tmp_path) -> None:
+    """Older checkpoints pooled the last map and saved neither the option nor the global features."""
+    model, scores, maps = fitted["spade-last-layer"]
+    state = model.state_dict()
+    del state["config"]["image_feature"], state["fitted"]["train_features"]
+    loaded = SPADE.from_state(RandomConvNet(seed=1), state)
+    assert loaded.image_feature == "last_layer"
+    loaded_scores, loaded_maps = loaded.predict(data["test"])
+    assert torch.equal(loaded_scores, scores) and torch.equal(loaded_maps, maps)
 
 
 # all methods

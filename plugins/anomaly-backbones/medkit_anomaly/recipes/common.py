@@ -47,7 +47,9 @@ def build_extractor(config: Any, device: str) -> Any:
         from ..backbone_table import patchcore_layers
 
         layers = list(patchcore_layers(config.backbone))
-    return build_backbone(config.backbone, config.weights, layers, seed=config.seed).to(device)
+    return build_backbone(
+        config.backbone, config.weights, layers, seed=config.seed, variant=config.weights_variant
+    ).to(device)
 
 
 def fit_run_dir(models: Path | None) -> Path:

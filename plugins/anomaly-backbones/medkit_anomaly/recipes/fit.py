@@ -46,6 +46,7 @@ def fit(ctx: RecipeContext) -> dict[str, Any]:
         "method": cfg.arch,
         "backbone": cfg.backbone,
         "weights": extractor.weights,
+        "weights_variant": extractor.weights_variant,  # the ImageNet variant by name; None: random or a file
         "layers": list(extractor.layers),
         "embedding_dim": int(extractor.embedding_dim),
         "model": rows[0].get("model", {}),

@@ -2,8 +2,9 @@
 
 Every trial is a normal fit run in ``trials/<method>-<backbone>-<weights>/`` of the study's run directory
 (config.yaml, metrics.jsonl, summary.json, models/, results.md). A trial with a summary.json is finished and kept
-on ``--resume``; one without is resumed, keeping the categories it finished. A trial that fails (a backbone
-without local ImageNet weights, say) is recorded with its error and the study goes on.
+on ``--resume``; one without is resumed, keeping the categories it finished. A trial that fails (a weights file
+that does not fit its backbone, say) is recorded with its error and the study goes on; an ImageNet trial whose
+weights have no local file is skipped, its row saying which file to put where.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from medkit import RecipeContext
 from medkit.runner import execute_trial, fail_study, plan_trials
 from medkit.runs import SUMMARY_FILE, read_json
 
-from ..studies import Trial, trial_dir, trial_layers, trials
+from ..studies import trial_dir, trial_layers, trials
 from ..study_report import TrialResult, plot_quality_vs_speed, study_summary, trial_result, write_tables
 
 
@@ -27,7 +28,7 @@ def study(ctx: RecipeContext) -> dict[str, Any]:
         ctx.console.print(f"[bold]trial {number}/{len(planned)}: {trial.name}[/]")
         out = Path(config.out)
         run_dir = out.relative_to(ctx.run.dir).as_posix()
-        missing = missing_weights(trial)
+        missing = missing_weights(config)
         if missing:
             ctx.console.print(f"[yellow]skipped:[/] {missing}")
             results.append(
@@ -52,10 +53,11 @@ def study(ctx: RecipeContext) -> dict[str, Any]:
     return summary
 
 
-def missing_weights(trial: Trial) -> str:
-    """Why an ImageNet trial cannot run on this machine (no local weights file), or "" when it can. Such a trial
-    is skipped, not failed: only EfficientNet-Lite0's weights ship offline, and a default study must finish."""
-    if trial.weights != "imagenet":
+def missing_weights(config: Any) -> str:
+    """Why a trial's ImageNet weights (its ``weights_variant``) cannot be read on this machine (no local file, or
+    a variant its backbone does not have), or "" when they can. Such a trial is skipped, not failed: only
+    EfficientNet-Lite0's weights ship offline, and a default study must finish."""
+    if config.weights != "imagenet":
         return ""
     from medkit import UsageError
 
@@ -63,7 +65,7 @@ def missing_weights(trial: Trial) -> str:
     from ..weights import imagenet_weights_file
 
     try:
-        imagenet_weights_file(backbone_spec(trial.backbone))
+        imagenet_weights_file(backbone_spec(config.backbone), config.weights_variant)
     except UsageError as err:
         return str(err)
     return ""

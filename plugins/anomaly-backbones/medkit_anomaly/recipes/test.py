@@ -25,7 +25,7 @@ def test(ctx: RecipeContext) -> dict[str, Any]:
     run_dir = fit_run_dir(cfg.models)
     stored = stored_config(run_dir)
     # the weights are in the saved models: a weights file the fit read need not exist any more
-    layer = (f"{run_dir}/config.yaml (the fit run)", {**stored, "weights": "random"})
+    layer = (f"{run_dir}/config.yaml (the fit run)", {**stored, "weights": "random", "weights_variant": None})
     fitted, _ = resolve_config(FitAnomalyConfig, [layer])
     root = Path(cfg.data) if cfg.data is not None else data_root(fitted)
     models = saved_models(run_dir)
