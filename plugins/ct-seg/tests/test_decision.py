@@ -6,12 +6,23 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from test_train_recipe import TINY
 from torch import nn
 
 from medkit.testing import run_cli
-from medkit_ct_seg.decision import OFFSET_BUFFER, SHARES, attach_offset, attach_stored_offset, weight_offset
+from medkit_ct_seg.data import CLASS_NAMES
+from medkit_ct_seg.decision import (
+    OFFSET_BUFFER,
+    SHARES,
+    attach_offset,
+    attach_stored_offset,
+    choose_shares,
+    score_offset,
+    weight_offset,
+)
 from medkit_ct_seg.losses import WeightedCrossEntropy
+from medkit_ct_seg.metrics import PaperSegmentationScorer
 from medkit_ct_seg.models.unet import mini_unet
 
 
@@ -78,7 +89,36 @@ def test_the_offset_is_subtracted_in_eval_mode_only_and_travels_in_the_state_dic
     assert not hasattr(plain, OFFSET_BUFFER)
 
 
-def test_a_weighted_run_chooses_the_share_on_training_slices_and_stores_it_in_best_pt(tmp_path):
+def test_the_shares_are_chosen_per_class_where_each_class_has_its_own_bias():
+    """Logits that are right but for the first lung's weight bias: the choice removes that bias fully and leaves
+    the unbiased classes alone."""
+    generator = torch.Generator().manual_seed(0)
+    masks = torch.randint(0, 4, (64, 16, 16), generator=generator)
+    weights = torch.tensor([0.1, 0.5, 0.5, 3.0])
+    logits = 2 * F.one_hot(masks, 4).permute(0, 3, 1, 2).float()
+    logits += torch.randn(logits.shape, generator=generator)
+    logits[:, 1] += (
+        weights[1] / weights[0]
+    ).log()  # class 1 over-called by its weight, as weighted CE trains it
+    shares, trace = choose_shares(
+        logits, masks, weights, lambda: PaperSegmentationScorer(CLASS_NAMES), CLASS_NAMES
+    )
+    assert shares == [0.0, 1.0, 0.0, 0.0]
+    assert set(trace) == {"common", *CLASS_NAMES[1:]} and all(len(t) == len(SHARES) for t in trace.values())
+    unbiased = score_offset(
+        logits, masks, weight_offset(weights, shares), lambda: PaperSegmentationScorer(CLASS_NAMES)
+    )
+    # the last step's best is the choice's figure (the trace is rounded to 5 decimals)
+    assert unbiased["mean_dice"] == pytest.approx(max(trace["airway"].values()), abs=1e-5)
+    assert (
+        unbiased["dice/left_lung"]
+        > score_offset(logits, masks, torch.zeros(4), lambda: PaperSegmentationScorer(CLASS_NAMES))[
+            "dice/left_lung"
+        ]
+    )
+
+
+def test_a_weighted_run_chooses_the_shares_on_training_slices_and_stores_them_in_best_pt(tmp_path):
     out = tmp_path / "run"
     result = run_cli(["run", "ct-seg", "--arch", "mini_unet", "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
@@ -86,16 +126,17 @@ def test_a_weighted_run_chooses_the_share_on_training_slices_and_stores_it_in_be
     weights = torch.tensor(list(summary["class_weights"].values()))
     assert weights.argmax() == 3  # the airway, rarest, weighs most
     adjustment = summary["logit_adjustment"]
-    by_share = {float(share): dice for share, dice in adjustment["training_mean_dice"].items()}
-    assert sorted(by_share) == list(SHARES) and by_share[adjustment["share"]] == max(by_share.values())
-    assert adjustment["chosen_on"].endswith("training slices")
+    assert adjustment["chosen_on"].endswith("training slices") and set(adjustment["shares"]) == set(
+        CLASS_NAMES[1:]
+    )
+    trace = adjustment["training_mean_dice"]
+    for name, share in adjustment["shares"].items():  # each class's share is the best of its step
+        assert trace[name][str(share)] == max(trace[name].values())
     state = torch.load(out / "checkpoints" / "best.pt", weights_only=False)["model"]
-    torch.testing.assert_close(state[OFFSET_BUFFER], adjustment["share"] * weights.log())
-    # best_val is re-scored with that decision: a zero share leaves the epoch's figures as they were
-    if adjustment["share"] == 0:
-        assert summary["best_val"]["mean_dice"] == pytest.approx(
-            summary["best_val_weighted_decision"]["mean_dice"]
-        )
+    torch.testing.assert_close(
+        state[OFFSET_BUFFER], weight_offset(weights, [0.0, *adjustment["shares"].values()])
+    )
+    assert summary["best_val_weighted_decision"]["mean_dice"] == summary["best"]
 
 
 def test_a_given_share_is_stored_as_given(tmp_path):
@@ -105,10 +146,13 @@ def test_a_given_share_is_stored_as_given(tmp_path):
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["logit_adjustment"] == {"share": 0.5, "chosen_on": "the logit_adjustment option"}
+    assert summary["logit_adjustment"] == {
+        "shares": dict.fromkeys(CLASS_NAMES[1:], 0.5),
+        "chosen_on": "the logit_adjustment option",
+    }
     weights = torch.tensor(list(summary["class_weights"].values()))
     state = torch.load(out / "checkpoints" / "best.pt", weights_only=False)["model"]
-    torch.testing.assert_close(state[OFFSET_BUFFER], 0.5 * weights.log())
+    torch.testing.assert_close(state[OFFSET_BUFFER], 0.5 * (weights / weights[0]).log())
 
 
 def test_no_offset_without_class_weights(tmp_path):

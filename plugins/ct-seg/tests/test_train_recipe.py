@@ -10,8 +10,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from medkit.testing import free_port, logged_figures, run_and_kill, run_cli
+from medkit_ct_seg.data import CLASS_NAMES
 from medkit_ct_seg.phantoms import phantom
 
 TINY = [
@@ -99,8 +101,11 @@ def test_predict_segments_unseen_phantoms_with_the_trained_checkpoint(tmp_path, 
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["arch"] == "mini_unet" and summary["options"] == {"b": 8}  # rebuilt from the checkpoint
-    offset = summary["decision_offset"]  # the weighted loss's bias share, removed before the argmax
-    assert max(offset, key=offset.get) == "airway" and min(offset, key=offset.get) == "background"
+    # the checkpoint's offset (the weighted loss's bias shares) is what predict subtracts before the argmax
+    (best,) = (tmp_path / "runs" / "ct-seg").glob("*/checkpoints/best.pt")
+    stored = torch.load(best, weights_only=False)["model"]["decision_offset"]
+    assert summary["decision_offset"] == dict(zip(CLASS_NAMES, stored.tolist(), strict=True))
+    assert summary["decision_offset"]["background"] == 0
     (entry,) = summary["volumes"].values()
     mask = nib.load(entry["mask"])
     assert mask.shape == (32, 32, 8) and mask.get_fdata().max() <= 3

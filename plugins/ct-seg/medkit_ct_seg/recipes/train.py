@@ -16,7 +16,7 @@ from medkit.trainer import trainer_from_config
 
 from ..augment import SliceTransform
 from ..data import CLASS_NAMES, open_cache
-from ..decision import SHARES, attach_offset, figures_by_share, weight_offset
+from ..decision import attach_offset, choose_shares, collect_logits, weight_offset
 from ..losses import LOSSES, class_weights_from_counts
 from ..metrics import PaperSegmentationScorer, ranking_figures
 from ..validation import split_train_validation, validation_set
@@ -85,6 +85,15 @@ def calibration_batches(cache: Any, volumes: list[int], label_map: dict[int, int
     )
 
 
+@torch.inference_mode()
+def score_model(model: Any, batches: DataLoader, scorer: Any, device: Any) -> dict[str, float]:
+    """The figures of ``model``'s own decisions (its offset included: eval mode) on ``batches``."""
+    model.eval()
+    for batch in batches:
+        scorer.update(model(batch["image"].to(device)).float().cpu(), batch["mask"])
+    return scorer.compute()
+
+
 def adjust_best_decision(
     ctx: RecipeContext,
     model: Any,
@@ -93,32 +102,26 @@ def adjust_best_decision(
     val_set: Any,
     summary: dict[str, Any],
 ) -> None:
-    """Give best.pt the share of the class weights' bias to remove (decision.py): ``logit_adjustment``, or the
-    share whose decisions score best on the training slices; re-score the validation slices with it."""
+    """Give best.pt the shares of the class weights' bias to remove (decision.py): ``logit_adjustment`` for every
+    class, or per class the shares whose decisions score best on the training slices; re-score the validation
+    slices with them."""
     cfg, scorer = ctx.config, lambda: PaperSegmentationScorer(CLASS_NAMES)
     state = load_checkpoint(ctx.run.best_checkpoint)
     model.load_state_dict(state["model"])
     attach_offset(model, torch.zeros(len(weights)))
-    report: dict[str, Any] = {"share": cfg.logit_adjustment, "chosen_on": "the logit_adjustment option"}
     if cfg.logit_adjustment is None:
         batches = calibration_batches(*training, cfg)
-        by_share = figures_by_share(model, batches, weights, scorer, SHARES, ctx.device)
-        best = max(by_share, key=lambda share: by_share[share]["mean_dice"])  # ties: the smallest share
-        report = {
-            "share": best,
-            "chosen_on": f"{len(batches.dataset)} training slices",
-            "training_mean_dice": {str(share): round(f["mean_dice"], 5) for share, f in by_share.items()},
-        }
-    share = report["share"]
-    (figures,) = figures_by_share(
-        model, DataLoader(val_set, batch_size=16), weights, scorer, [share], ctx.device
-    ).values()
+        logits, masks = collect_logits(model, batches, ctx.device)
+        shares, trace = choose_shares(logits, masks, weights, scorer, CLASS_NAMES)
+        report = {"chosen_on": f"{len(masks)} training slices", "training_mean_dice": trace}
+    else:
+        shares, report = [cfg.logit_adjustment] * len(weights), {"chosen_on": "the logit_adjustment option"}
+    attach_offset(model, weight_offset(weights, shares))
     summary["best_val_weighted_decision"] = dict(summary["best_val"])
-    summary["best_val"].update(figures)
-    attach_offset(model, weight_offset(weights, share))
+    summary["best_val"].update(score_model(model, DataLoader(val_set, batch_size=16), scorer(), ctx.device))
     save_checkpoint(ctx.run.best_checkpoint, {**state, "model": model.state_dict()})
     summary["class_weights"] = dict(zip(CLASS_NAMES, map(float, weights), strict=True))
-    summary["logit_adjustment"] = report
+    summary["logit_adjustment"] = {"shares": dict(zip(CLASS_NAMES[1:], shares[1:], strict=True)), **report}
 
 
 def check_model_shape(options: dict[str, Any]) -> None:
