@@ -104,7 +104,16 @@ class FitAnomalyConfig(EmbeddingConfig):
 class FitRunConfig(RecipeConfig):
     """Options of the recipes that use the models a `fit` run saved."""
 
-    models: Path | None = option(None, help="a fit run's directory; default: the latest `fit` run")
+    models: Path | None = option(
+        None,
+        help="a fit run's directory or one of its models/<category>.pt files; default: the latest `fit` run",
+    )
+
+    def validate(self) -> None:
+        if self.models is not None and not self.models.exists():
+            raise UsageError(
+                f"--set models={self.models} does not exist; give a fit run's directory or its models/<category>.pt"
+            )
 
 
 @dataclass(kw_only=True)
@@ -117,15 +126,36 @@ class TestAnomalyConfig(FitRunConfig):
     )
     batch_size: int | None = option(None, help="images per forward pass; null: the fit run's")
     overlays: int = option(4, help="PNG anomaly-map overlays per category (the highest-scoring test images)")
+    maps: bool = option(
+        False,
+        help="also write every test image's anomaly map (maps/<category>/<defect>/<stem>.npy and .png) and "
+        "predictions.csv; off: a test run measures, and a full MVTec AD test set's maps take ~350 MB",
+    )
 
 
 @dataclass(kw_only=True)
 class PredictAnomalyConfig(FitRunConfig):
-    category: str | None = option(None, help="which of the run's fitted categories (default: its only one)")
-    images: list[Path] = option(
-        default_factory=list, help="image files to score (or --data a folder of them)"
+    data: Path | None = option(
+        None,
+        help="a folder of images to score (PNG, JPEG, TIFF, BMP; sub-folders included, hidden files skipped) "
+        "or one image; none: the fitted category's test images",
     )
-    overlays: bool = option(True, help="write a PNG anomaly-map overlay per image")
+    category: str | None = option(None, help="which of the run's fitted categories (default: its only one)")
+    images: list[Path] = option(default_factory=list, help="image files to score (instead of --data)")
+    threshold: float | None = option(
+        None,
+        help="image-score threshold of the decision; null: the fit's (a quantile of held-out normal images' "
+        "scores)",
+    )
+    batch_size: int | None = option(None, help="images per forward pass; null: the fit run's", minimum=1)
+    overlays: bool = option(True, help="write a PNG anomaly-map overlay beside each image's .npy map")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.images and self.data is not None:
+            raise UsageError("--data and --set images both name images to score; give one of them")
+        if self.data is not None and not self.data.exists():
+            raise UsageError(f"--data {self.data} does not exist; give a folder of images or one image file")
 
 
 # Options every method's constructor has that the recipe sets itself, not the user.

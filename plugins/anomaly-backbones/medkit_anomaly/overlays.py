@@ -73,8 +73,6 @@ def write_overlays(
     ``images`` are (H, W, 3) uint8 pictures as the model saw them (``Preprocess.unnormalise``), ``maps`` and
     ``masks`` (H, W) each, ``names`` file stems (e.g. ``crack_003``), ``labels`` 0 good / 1 anomalous.
     """
-    from PIL import Image
-
     if not len(images) == len(maps) == len(masks) == len(names) == len(labels):
         raise ValueError("images, maps, masks, names and labels must have one entry per test image")
     chosen = sample_indices(labels, count, seed)
@@ -89,6 +87,15 @@ def write_overlays(
             [image, overlay(image, anomaly_map, np.asarray(masks[i]).squeeze(), scale)], axis=1
         )
         path = folder / f"{names[i]}.png"
-        Image.fromarray(panel).save(path)
+        save_png(path, panel)
         written.append(path)
     return written
+
+
+def save_png(path: Path, picture: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 picture as PNG atomically: a killed run leaves no half-written picture."""
+    from PIL import Image
+
+    from medkit.atomic import atomic_write
+
+    atomic_write(Path(path), lambda handle: Image.fromarray(picture).save(handle, format="PNG"))

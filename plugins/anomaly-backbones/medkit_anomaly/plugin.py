@@ -28,7 +28,8 @@ def register_recipes(register):
             name="predict",
             target="medkit_anomaly.recipes.predict:predict",
             config="medkit_anomaly.config:PredictAnomalyConfig",
-            summary="score new images with a fitted model: image score, decision, anomaly-map overlay",
+            summary="score a folder of new images (no ground truth) with a fitted model: score, decision, "
+            "anomaly map (.npy) and overlay (PNG) per image, predictions.csv",
         )
     )
     register(

@@ -90,7 +90,7 @@ def test_predict_scores_new_images_with_the_saved_model_and_its_threshold(fitted
     labels = [0 if "/good/" in r["image"] else 1 for r in rows]
     auroc = roc_auc_score(labels, [float(r["score"]) for r in rows])
     assert auroc == pytest.approx(summary["categories"]["brick"]["image_auroc"], abs=1e-6)
-    assert len(list((out / "plots").glob("*.png"))) == len(rows)
+    assert len(list((out / "maps").rglob("*.png"))) == len(list((out / "maps").rglob("*.npy"))) == len(rows)
 
 
 def test_patchcore_fits_on_the_stride_8_and_16_stages_and_test_reproduces_it_from_the_saved_models(tmp_path):

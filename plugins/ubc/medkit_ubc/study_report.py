@@ -192,6 +192,9 @@ def plot_accuracy(folder: Path, results: Sequence[TrialResult]) -> Path:
         )  # fmt: skip
     axis.axhline(0.5, color="grey", linestyle=":", label="chance")
     axis.set_xscale("log")
+    # the study's sizes as plain numbers: a log axis would label them 2x10^0, 3x10^1, ...
+    axis.set_xticks(sorted({r["size"] for r in rows}), [str(s) for s in sorted({r["size"] for r in rows})])
+    axis.xaxis.set_minor_formatter("")
     axis.set(title="accuracy vs training images per class", xlabel="images per class", ylabel="test accuracy")
     axis.grid(alpha=0.3, which="both")
     axis.legend()

@@ -53,17 +53,56 @@ def build_extractor(config: Any, device: str) -> Any:
 
 
 def fit_run_dir(models: Path | None) -> Path:
-    """``--set models=DIR``, or the latest `fit` run under the runs folder."""
+    """``--set models=DIR`` (checked to be an anomaly-backbones fit run), or the latest `fit` run under the runs
+    folder."""
     from medkit.runs import latest_run_dir, runs_root
 
     if models is not None:
-        return Path(models)
+        return checked_fit_run(Path(models))
     try:
         return latest_run_dir("anomaly-backbones", "fit")
     except UsageError:
         raise UsageError(
             f"no `fit` run of anomaly-backbones under {runs_root()}; give one with --set models=DIR"
         ) from None
+
+
+def fit_run_and_model(models: Path | None) -> tuple[Path, Path | None]:
+    """The fit run that ``--set models`` names, and the model file when it names one (``RUN/models/<category>.pt``).
+
+    A model file is only usable inside its run: the run's config.yaml holds the backbone and the preprocessing
+    the checkpoint does not."""
+    if models is None or not Path(models).is_file():
+        return fit_run_dir(models), None
+    path = Path(models)
+    if path.suffix != ".pt" or path.parent.name != "models":
+        raise UsageError(
+            f"--set models={path}: not a fit run's model; give a fit run's directory or one of its "
+            "models/<category>.pt files (the run's config.yaml beside models/ is needed too)"
+        )
+    return checked_fit_run(path.parent.parent), path
+
+
+def checked_fit_run(run_dir: Path) -> Path:
+    """``run_dir`` if it is a run of anomaly-backbones' `fit` (a study's trials are), else a UsageError saying
+    what it is."""
+    from medkit.runs import ENV_FILE, is_run_dir, read_json
+
+    what = "give the directory of a `medkit run anomaly-backbones` (fit) run"
+    if not run_dir.exists():
+        raise UsageError(f"--set models={run_dir} does not exist; {what}")
+    if not is_run_dir(run_dir):
+        raise UsageError(f"--set models={run_dir} is not a medkit run (no config.yaml and env.json); {what}")
+    env = read_json(run_dir / ENV_FILE)
+    plugin, recipe = env.get("plugin"), env.get("recipe")
+    if (plugin, recipe) != ("anomaly-backbones", "fit"):
+        hint = (
+            " (a study's fit runs are its trials/<method>-<backbone>-<weights>/ folders)"
+            if recipe == "study"
+            else ""
+        )
+        raise UsageError(f"--set models={run_dir} is a run of {plugin} {recipe}, not a fit run{hint}; {what}")
+    return run_dir
 
 
 def saved_models(run_dir: Path) -> dict[str, Path]:

@@ -93,7 +93,14 @@ def test_category(
     model: Any, test: MVTecCategory, category: str, batch_size: int, plots: Path, overlays: int
 ) -> dict[str, Any]:
     """A fitted model's figures on a category's test split and its ms per image; overlays in plots/<category>."""
-    scores, maps, masks, seconds = score_split(model, test, batch_size)
+    return category_record(test, category, score_split(model, test, batch_size), plots, overlays)
+
+
+def category_record(
+    test: MVTecCategory, category: str, scored: tuple[np.ndarray, ...], plots: Path, overlays: int
+) -> dict[str, Any]:
+    """The figures of a scored test split (``score_split``'s scores, maps, masks and seconds), with overlays."""
+    scores, maps, masks, seconds = scored
     result = evaluate_category(category, test.labels, scores, masks, maps)
     pictures = DisplayedImages(test)
     names = [f"{test.items[i].defect}_{Path(test.items[i].path).stem}" for i in range(len(test))]
