@@ -66,9 +66,8 @@ def training_set(cache: Any, cfg: Any, volumes: list[int], label_map: dict[int, 
     )
 
 
-CALIBRATION_SLICES = (
-    512  # training slices the decision's share is chosen on (evenly spaced when there are more)
-)
+# training slices the decision's shares are chosen on (evenly spaced when there are more)
+CALIBRATION_SLICES = 512
 
 
 def calibration_batches(cache: Any, volumes: list[int], label_map: dict[int, int], cfg: Any) -> DataLoader:
